@@ -1,0 +1,159 @@
+"""Rendering for people and scripts: tables on stdout, logs and progress on stderr.
+
+Results go to stdout (a rich table, or JSON / CSV with ``--format``); anything
+else goes to stderr, so ``serenesense ... --format json | jq`` always works.
+Progress bars switch themselves off when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import Enum
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from serenesense_cli.progress import ProgressUpdate
+
+
+class OutputFormat(str, Enum):
+    """How a command renders its result on stdout."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def stdout_console() -> Console:
+    """A console on the *current* stdout (CliRunner swaps sys.stdout per call)."""
+    return Console(file=sys.stdout, soft_wrap=True)
+
+
+def stderr_console() -> Console:
+    """A console on the current stderr, for logs, warnings and progress."""
+    return Console(file=sys.stderr, soft_wrap=True)
+
+
+def log(message: str) -> None:
+    """A human-readable note on stderr (never mixed into machine output)."""
+    stderr_console().print(message, highlight=False)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr."""
+    stderr_console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def emit_json(payload: Any) -> None:
+    """Write ``payload`` as pretty JSON on stdout."""
+    sys.stdout.write(json.dumps(_jsonable(payload), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def emit_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Write rows as CSV (with a header) on stdout."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _jsonable(row.get(k)) for k in columns})
+    sys.stdout.write(buffer.getvalue())
+    sys.stdout.flush()
+
+
+def emit_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    title: str | None = None,
+    headers: Sequence[str] | None = None,
+    caption: str | None = None,
+) -> None:
+    """Render rows as a rich table on stdout; numbers are right-aligned."""
+    table = Table(title=title, caption=caption)
+    for i, column in enumerate(columns):
+        sample = next((r.get(column) for r in rows if r.get(column) is not None), None)
+        numeric = isinstance(sample, (int, float)) and not isinstance(sample, bool)
+        table.add_column(
+            headers[i] if headers else column, justify="right" if numeric else "left"
+        )
+    for row in rows:
+        table.add_row(*(_format_cell(row.get(c)) for c in columns))
+    stdout_console().print(table)
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def emit_result_path(path: Any) -> None:
+    """Print a produced path as the last stdout line, so scripts can chain commands."""
+    sys.stdout.write(f"{path}\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress_bars(*, transient: bool = False) -> Iterator[Any]:
+    """A rich progress display on stderr and a callback that feeds it.
+
+    Yields ``on_progress`` for library functions. One bar per ``stage``.
+    Disabled (but still a valid callback) when stderr is not a terminal.
+    """
+    console = stderr_console()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+        transient=transient,
+        disable=not console.is_terminal,
+    )
+    tasks: dict[str, Any] = {}
+
+    def on_progress(update: ProgressUpdate) -> None:
+        note = str(update.info.get("note", ""))
+        if update.stage not in tasks:
+            tasks[update.stage] = progress.add_task(update.stage, total=update.total, note=note)
+        progress.update(tasks[update.stage], completed=update.done, total=update.total, note=note)
+
+    with progress:
+        yield on_progress
