@@ -1,0 +1,1 @@
+"""Data sources, splits, the prepared-set cache and the synthetic demo set."""
