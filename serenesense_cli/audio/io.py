@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from serenesense_cli.errors import AudioFileError
+from serenesense_cli.errors import AudioFileError, BadInputError
 from serenesense_cli.fileio import atomic_path
 
 SAMPLE_RATE = 16_000
@@ -84,6 +84,18 @@ def probe_audio(path: str | Path) -> AudioInfo:
         raise AudioFileError(path, "corrupt header (no sample rate or channels)")
     if info.frames <= 0:
         raise AudioFileError(path, "contains no audio samples (zero length)")
+    if str(info.format) in ("WAV", "WAVEX"):
+        declared = _declared_wav_frames(path)
+        if declared is not None and declared > info.frames:
+            # libsndfile silently shortens such files to the bytes present.
+            raise AudioFileError(
+                path,
+                f"file is truncated: header promises {declared} frames "
+                f"({declared / info.samplerate:.3f} s) but data ends at frame {info.frames} "
+                f"({info.frames / info.samplerate:.3f} s)",
+                hint="copy or download the file again (or rewrite it, e.g. with sox, "
+                "to keep the part that is there)",
+            )
     return AudioInfo(
         path=path,
         sample_rate=int(info.samplerate),
@@ -92,6 +104,42 @@ def probe_audio(path: str | Path) -> AudioInfo:
         format=str(info.format),
         subtype=str(info.subtype),
     )
+
+
+def _declared_wav_frames(path: Path) -> int | None:
+    """Frames the RIFF ``data`` chunk header declares; ``None`` when unknown.
+
+    Sizes 0 and 0xFFFFFFFF are the "still recording / streamed" placeholders
+    that libsndfile rightly reads to the end of the file, so they count as unknown.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            for _ in range(64):  # a real header has a handful of chunks
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return None
+                chunk_id, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if chunk_id == b"data":
+                    if size in (0, 0xFFFFFFFF) or block_align <= 0:
+                        return None
+                    return size // block_align
+                if chunk_id == b"fmt ":
+                    fmt = handle.read(min(size, 16))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = int.from_bytes(fmt[12:14], "little")
+                    handle.seek(size - len(fmt), os.SEEK_CUR)
+                else:
+                    handle.seek(size, os.SEEK_CUR)
+                if size % 2:  # chunks are padded to an even size
+                    handle.seek(1, os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
 
 
 def _short(error: BaseException) -> str:
@@ -107,13 +155,19 @@ def _resampler(orig: int, new: int) -> Any:
 
 
 def resample(samples: np.ndarray, orig: int, new: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited resampling of a 1-D signal with torchaudio's sinc resampler."""
+    """Band-limited resampling of a 1-D signal with torchaudio's sinc resampler.
+
+    Returns float32 of length ``ceil(len(samples) * new / orig)``.
+    """
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"resample expects a 1-D signal, got shape {samples.shape}")
     if orig == new:
-        return np.asarray(samples, dtype=np.float32)
+        return samples
     import torch
 
     with torch.no_grad():
-        out = _resampler(int(orig), int(new))(torch.from_numpy(np.ascontiguousarray(samples)))
+        out = _resampler(int(orig), int(new))(torch.from_numpy(samples))
     return out.numpy().astype(np.float32, copy=False)
 
 
@@ -162,19 +216,36 @@ def stream_audio(
 ) -> Iterator[np.ndarray]:
     """Yield float32 mono blocks at ``sample_rate``; memory stays constant.
 
-    Blocks are exactly ``block_seconds`` long at the output rate (the last may be
-    shorter). Resampled blocks are computed with overlap so the concatenation is
-    identical to resampling the whole file at once.
+    The file is opened and checked when this is called (errors come at once, not
+    at the first ``next()``). Blocks are ``block_seconds`` long at the output
+    rate (the last may be shorter); when resampling, that is rounded down to a
+    whole resampler step (e.g. 441 input samples = 20 ms from 22.05 kHz, the
+    least a block can be). Resampled blocks are computed with overlap, so the
+    concatenation equals resampling the whole segment at once (to float32
+    rounding).
     """
+    if offset < 0:
+        raise BadInputError(f"offset must be >= 0 seconds, got {offset}")
+    if duration is not None and duration <= 0:
+        raise BadInputError(f"duration must be > 0 seconds, got {duration}")
+    if block_seconds <= 0:
+        raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
     info = probe_audio(path)
     path = info.path
     orig = info.sample_rate
-    first = min(info.frames, max(0, round(offset * orig)))
+    first = min(info.frames, round(offset * orig))
     last = info.frames if duration is None else min(info.frames, first + round(duration * orig))
-    if offset > 0 and first >= info.frames:
+    if first >= info.frames:
         raise AudioFileError(
             path, f"offset {offset:.3f} s is past the end of the file ({info.duration:.3f} s)"
         )
+    return _stream_blocks(path, orig, sample_rate, block_seconds, first, last)
+
+
+def _stream_blocks(
+    path: Path, orig: int, sample_rate: int, block_seconds: float, first: int, last: int
+) -> Iterator[np.ndarray]:
+    """The generator behind :func:`stream_audio`; opens the file on first ``next()``."""
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
@@ -196,9 +267,7 @@ def stream_audio(
             chunk = _read_safe(handle, path, lo, hi - lo)
             out = resample(chunk, orig, sample_rate)
             skip = (start - lo) * sample_rate // orig
-            want = (
-                out_total - produced if stop == last else (stop - start) * sample_rate // orig
-            )
+            want = out_total - produced if stop == last else (stop - start) * sample_rate // orig
             piece = out[skip : skip + want]
             produced += piece.shape[0]
             yield piece
@@ -210,7 +279,9 @@ def _read_safe(handle: sf.SoundFile, path: Path, start: int, count: int) -> np.n
     except AudioFileError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError) as error:
-        raise AudioFileError(path, f"cannot be decoded: {_short(error)}") from error
+        raise AudioFileError(
+            path, f"cannot be decoded (corrupt or truncated data: {_short(error)})"
+        ) from error
 
 
 def load_audio(
@@ -221,12 +292,25 @@ def load_audio(
     duration: float | None = None,
 ) -> np.ndarray:
     """Decode a whole file (or a segment) to float32 mono at ``sample_rate``."""
-    blocks = list(
-        stream_audio(path, sample_rate=sample_rate, offset=offset, duration=duration)
-    )
+    blocks = list(stream_audio(path, sample_rate=sample_rate, offset=offset, duration=duration))
     if not blocks:
         raise AudioFileError(path, "contains no audio samples (zero length)")
     return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+_WRITE_FORMATS = {
+    ".wav": "WAV",
+    ".wave": "WAV",
+    ".flac": "FLAC",
+    ".ogg": "OGG",
+    ".oga": "OGG",
+    ".opus": "OGG",
+    ".mp3": "MP3",
+    ".aif": "AIFF",
+    ".aiff": "AIFF",
+    ".au": "AU",
+    ".caf": "CAF",
+}
 
 
 def write_audio(
@@ -234,12 +318,25 @@ def write_audio(
     samples: np.ndarray,
     sample_rate: int = SAMPLE_RATE,
     *,
-    subtype: str = "PCM_16",
+    subtype: str | None = None,
 ) -> Path:
-    """Write float samples in [-1, 1] atomically (temp file + rename)."""
+    """Write float samples in [-1, 1] atomically (temp file + rename).
+
+    The container follows the extension (WAV for unknown ones); ``subtype``
+    defaults to PCM_16 where the container takes it, else the container's own
+    default (Vorbis for .ogg, Opus for .opus, MPEG Layer III for .mp3).
+    """
     path = Path(path)
     data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    fmt = {".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
+    suffix = path.suffix.lower()
+    fmt = _WRITE_FORMATS.get(suffix, "WAV")
+    if subtype is None:
+        if suffix == ".opus":
+            subtype = "OPUS"
+        elif sf.check_format(fmt, "PCM_16"):
+            subtype = "PCM_16"
+        else:
+            subtype = sf.default_subtype(fmt)
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate, subtype=subtype, format=fmt)
     return path

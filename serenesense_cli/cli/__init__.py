@@ -115,9 +115,11 @@ def root(
 
 def _register_commands() -> None:
     """Attach command groups (imports stay light: no torch at this point)."""
-    from serenesense_cli.cli import data
+    from serenesense_cli.cli import data, models, train
 
     app.add_typer(data.app, name="data")
+    app.command("train", no_args_is_help=True)(train.train_command)
+    app.command("models")(models.models_command)
 
 
 _register_commands()

@@ -103,9 +103,7 @@ def emit_table(
     for i, column in enumerate(columns):
         sample = next((r.get(column) for r in rows if r.get(column) is not None), None)
         numeric = isinstance(sample, (int, float)) and not isinstance(sample, bool)
-        table.add_column(
-            headers[i] if headers else column, justify="right" if numeric else "left"
-        )
+        table.add_column(headers[i] if headers else column, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*(_format_cell(row.get(c)) for c in columns))
     stdout_console().print(table)

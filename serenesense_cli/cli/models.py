@@ -1,0 +1,43 @@
+"""``serenesense models``: the registered architectures and their sizes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from serenesense_cli.cli._output import OutputFormat, emit_csv, emit_json, emit_table
+
+
+def models_command(
+    num_classes: Annotated[
+        int, typer.Option("--num-classes", help="Classes to size the heads for.")
+    ] = 7,
+    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """List the models `serenesense train` can build, with parameter counts."""
+    from serenesense_cli.models import create_model, get_model_spec, list_models
+    from serenesense_cli.models.registry import count_parameters
+
+    rows = []
+    for name in list_models():
+        spec = get_model_spec(name)
+        variants = {"audiomae": ["tiny", "small", "base"]}.get(name, [None])
+        for size in variants:
+            model = create_model(name, num_classes=num_classes, **({"size": size} if size else {}))
+            rows.append(
+                {
+                    "model": name if size is None else f"{name} --size {size}",
+                    "parameters": count_parameters(model),
+                    "window_s": spec.default_clip_seconds,
+                    "frontend": spec.frontend,
+                    "description": spec.description,
+                }
+            )
+    columns = ["model", "parameters", "window_s", "frontend", "description"]
+    if output_format is OutputFormat.json:
+        emit_json(rows)
+    elif output_format is OutputFormat.csv:
+        emit_csv(rows, columns)
+    else:
+        emit_table(rows, columns, title=f"Models ({num_classes} classes)")

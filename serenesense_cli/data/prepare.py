@@ -1,0 +1,463 @@
+"""Turn one or more data sources into a prepared set (see :mod:`.cache`).
+
+``prepare_dataset`` reads the sources, checks and decodes every file once to
+16 kHz mono int16, carves the missing splits (grouped and stratified, see
+:mod:`.splits`) and writes the prepared-set folder. Bad files are listed and
+skipped, never fatal. Re-running is incremental: audio already decoded for an
+unchanged file (same path, size and modification time) is reused; only new or
+changed files are decoded, and files no source lists any more drop out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from serenesense_cli import __version__
+from serenesense_cli.data import cache
+from serenesense_cli.data.sources import Source, SourceFormat, load_sources, merge_classes
+from serenesense_cli.data.splits import check_fractions, plan_splits, summarise_splits
+from serenesense_cli.errors import AudioFileError, BadInputError, DataSetError
+from serenesense_cli.progress import ProgressCallback, report
+
+_COMPACT_BELOW = 0.5
+"""Reused clips are copied to a new shard when less than this share of their old
+shard is still in use, so removed files do not leave dead space forever."""
+
+_OWN_NAMES = frozenset(
+    {cache.DATASET_FILE, cache.INDEX_FILE, cache.SKIPPED_FILE, cache.AUDIO_DIR, ".lock"}
+)
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What :func:`prepare_dataset` did."""
+
+    root: Path
+    classes: tuple[str, ...]
+    summary: dict[str, Any]
+    skipped: tuple[tuple[str, str], ...]
+    decoded: int
+    reused: int
+    removed: int
+    splits: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (for ``--format json``)."""
+        return {
+            "root": str(self.root),
+            "classes": list(self.classes),
+            "summary": self.summary,
+            "skipped": [{"path": p, "problem": m} for p, m in self.skipped],
+            "decoded": self.decoded,
+            "reused": self.reused,
+            "removed": self.removed,
+            "splits": self.splits,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class _Entry:
+    source: Source
+    index: int  # position in source.records
+    key: tuple[str, int, int]
+    previous: cache.ClipRecord | None = None
+
+
+def _decode_blocks(path: Path) -> Iterator[np.ndarray]:
+    """Decode ``path`` to int16 mono blocks at 16 kHz; every failure is an
+    AudioFileError naming the file (raised while iterating)."""
+    from serenesense_cli.audio.io import stream_audio
+
+    try:
+        for block in stream_audio(path, sample_rate=cache.SAMPLE_RATE):
+            yield cache.to_int16(block)
+    except AudioFileError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as error:
+        raise AudioFileError(path, f"cannot be decoded: {error}") from error
+
+
+def _expected_frames(path: Path) -> int:
+    """Output length estimated from the header (to pick a shard); 0 if unknown."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+        return 0
+    if info.samplerate <= 0:
+        return 0
+    return int(info.frames * cache.SAMPLE_RATE / info.samplerate) + 1
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Keep two prepare runs from writing one folder (released if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
+        yield
+        return
+    handle = (root / ".lock").open("a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataSetError(
+                f"{root}: another `serenesense data prepare` is writing this folder",
+                hint="wait for it to finish, or choose another --out folder",
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+def _check_out_dir(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise BadInputError(f"{root}: exists and is not a folder", hint="choose a folder for --out")
+    if not root.exists() or cache.read_metadata(root) is not None:
+        return
+    foreign = [
+        p.name
+        for p in root.iterdir()
+        if p.name not in _OWN_NAMES and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+    ]
+    if foreign:
+        raise DataSetError(
+            f"{root}: folder is not empty and not a prepared data set "
+            f"(holds {', '.join(sorted(foreign)[:3])}{'...' if len(foreign) > 3 else ''})",
+            hint="choose a new or empty folder for --out",
+        )
+
+
+def _previous(root: Path) -> dict[tuple[str, int, int], cache.ClipRecord]:
+    """Reusable clips of the set already in ``root`` (none if absent or foreign)."""
+    meta = cache.read_metadata(root)
+    if meta is None or meta.get("version") != cache.FORMAT_VERSION:
+        return {}
+    if int(meta.get("sample_rate", 0)) != cache.SAMPLE_RATE:
+        return {}
+    try:
+        records = cache.read_index(root / cache.INDEX_FILE)
+    except DataSetError:
+        return {}
+    sizes: dict[str, int] = {}
+    usable = {}
+    for record in records:
+        if record.shard not in sizes:
+            try:
+                sizes[record.shard] = (root / cache.AUDIO_DIR / record.shard).stat().st_size
+            except OSError:
+                sizes[record.shard] = 0
+        end = (record.offset + record.frames) * cache.SHARD_DTYPE.itemsize
+        if end <= sizes[record.shard]:
+            usable[record.cache_key] = record
+    return usable
+
+
+def _clip_id(source: Source, relpath: str, path: Path, used: set[str]) -> str:
+    rel = Path(relpath)
+    if rel.is_absolute() or ".." in rel.parts:
+        stem = hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:12]
+    else:
+        stem = rel.with_suffix("").as_posix()
+    base = f"{source.name}/{stem}"
+    clip_id, n = base, 1
+    while clip_id in used:
+        n += 1
+        clip_id = f"{base}~{n}"
+    used.add(clip_id)
+    return clip_id
+
+
+def _collect_garbage(root: Path, referenced: set[str]) -> None:
+    """Delete shards no row refers to and temporary files of interrupted runs."""
+    audio = root / cache.AUDIO_DIR
+    if audio.is_dir():
+        for item in audio.iterdir():
+            if item.is_file() and item.name not in referenced:
+                item.unlink(missing_ok=True)
+    for item in root.iterdir():
+        if item.is_file() and item.name.startswith(".") and item.name.endswith(".tmp"):
+            item.unlink(missing_ok=True)
+
+
+def prepare_dataset(
+    sources: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    source_format: SourceFormat | str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    min_seconds: float = 0.1,
+    group_pattern: str | None = None,
+    max_shard_bytes: int = cache.DEFAULT_SHARD_BYTES,
+    on_progress: ProgressCallback | None = None,
+) -> PrepareResult:
+    """Prepare ``sources`` (merged into one set, union of classes) into ``out_dir``.
+
+    Splits: a source's own val/test split is kept; missing ones are carved out of
+    its remaining clips (``val_fraction``, ``test_fraction`` of those clips),
+    stratified by class and never splitting a group. Files that cannot be read,
+    or are shorter than ``min_seconds``, are skipped and listed. Raises
+    :class:`DataSetError` when no source is found or no usable clip remains.
+    """
+    started = time.monotonic()
+    check_fractions(val_fraction, test_fraction)
+    if min_seconds < 0:
+        raise BadInputError(f"--min-seconds must be >= 0, got {min_seconds}")
+    loaded = load_sources(sources, source_format=source_format, group_pattern=group_pattern)
+    classes = merge_classes(loaded)
+    root = Path(out_dir)
+    _check_out_dir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        return _prepare_locked(
+            loaded,
+            classes,
+            root,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            min_seconds=min_seconds,
+            group_pattern=group_pattern,
+            max_shard_bytes=max_shard_bytes,
+            on_progress=on_progress,
+            started=started,
+        )
+
+
+def _prepare_locked(
+    loaded: list[Source],
+    classes: tuple[str, ...],
+    root: Path,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    min_seconds: float,
+    group_pattern: str | None,
+    max_shard_bytes: int,
+    on_progress: ProgressCallback | None,
+    started: float,
+) -> PrepareResult:
+    previous = _previous(root)
+    skipped: list[tuple[str, str]] = [
+        (p.path, p.problem) for source in loaded for p in source.problems
+    ]
+    entries: list[_Entry] = []
+    owner: dict[Path, str] = {}
+    listed = sum(len(s.records) for s in loaded)
+    for source in loaded:
+        for i, record in enumerate(source.records):
+            report(on_progress, "scan", len(entries) + len(skipped), listed)
+            if record.path in owner:
+                skipped.append(
+                    (str(record.path), f"also listed by source {owner[record.path]}; kept once")
+                )
+                continue
+            owner[record.path] = source.name
+            try:
+                stat = record.path.stat()
+            except FileNotFoundError:
+                skipped.append((str(record.path), "file not found"))
+                continue
+            except OSError as error:
+                skipped.append((str(record.path), f"cannot be read ({error.strerror or error})"))
+                continue
+            key = (str(record.path), int(stat.st_size), int(stat.st_mtime_ns))
+            entries.append(_Entry(source, i, key, previous.get(key)))
+    report(on_progress, "scan", listed, listed)
+    if not entries:
+        raise DataSetError(
+            "no audio files found in "
+            + ", ".join(str(s.location) for s in loaded)
+            + (f" ({len(skipped)} listed file(s) missing or unusable)" if skipped else ""),
+            hint="check the source paths; see `serenesense data prepare --help`",
+        )
+
+    # Shards mostly emptied by removed or changed files get compacted.
+    live: dict[str, int] = {}
+    for entry in entries:
+        if entry.previous is not None:
+            live[entry.previous.shard] = live.get(entry.previous.shard, 0) + entry.previous.frames
+    compact = set()
+    for shard, frames in live.items():
+        size = (root / cache.AUDIO_DIR / shard).stat().st_size // cache.SHARD_DTYPE.itemsize
+        if size and frames / size < _COMPACT_BELOW:
+            compact.add(shard)
+
+    writer = cache.ShardWriter(root / cache.AUDIO_DIR, max_bytes=max_shard_bytes)
+    min_frames = round(min_seconds * cache.SAMPLE_RATE)
+    placed: list[tuple[_Entry, str, int, int]] = []
+    decoded = reused = 0
+    maps: dict[str, np.ndarray] = {}
+    try:
+        for n, entry in enumerate(entries):
+            record = entry.source.records[entry.index]
+            report(on_progress, "decode", n, len(entries), note=record.relpath)
+            old = entry.previous
+            if old is not None and old.shard not in compact:
+                placed.append((entry, old.shard, old.offset, old.frames))
+                reused += 1
+                continue
+            if old is not None:
+                if old.shard not in maps:
+                    path = root / cache.AUDIO_DIR / old.shard
+                    maps[old.shard] = np.memmap(path, dtype=cache.SHARD_DTYPE, mode="r")
+                samples = np.array(maps[old.shard][old.offset : old.offset + old.frames])
+                reused += 1
+                shard, offset = writer.append(samples)
+                placed.append((entry, shard, offset, int(samples.size)))
+                continue
+            try:
+                shard, offset, frames = writer.write_clip(
+                    _decode_blocks(record.path), expected=_expected_frames(record.path)
+                )
+            except AudioFileError as error:
+                skipped.append((str(record.path), error.problem))
+                continue
+            decoded += 1
+            if frames < max(min_frames, 1):
+                writer.rollback(offset)
+                skipped.append(
+                    (
+                        str(record.path),
+                        f"too short: {frames / cache.SAMPLE_RATE:.3f} s "
+                        f"(minimum {min_seconds:g} s)",
+                    )
+                )
+                continue
+            placed.append((entry, shard, offset, frames))
+        report(on_progress, "decode", len(entries), len(entries))
+        maps.clear()
+        writer.close()
+        if not placed:
+            raise DataSetError(
+                f"no usable audio: all {len(entries)} file(s) were skipped "
+                f"(first problem: {skipped[0][0]}: {skipped[0][1]})",
+                hint="check that the source's files are readable audio; run with --debug "
+                "for details",
+            )
+        records, split_info = _assign(
+            loaded,
+            classes,
+            placed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
+        removed = len({r.source_path for r in previous.values()} - {e.key[0] for e, *_ in placed})
+        meta = cache.dataset_metadata(
+            classes=classes,
+            sources=[s.describe() for s in loaded],
+            splits={
+                "val_fraction": val_fraction,
+                "test_fraction": test_fraction,
+                "seed": seed,
+                "min_seconds": min_seconds,
+                "group_pattern": group_pattern,
+                **split_info,
+            },
+            created={
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "serenesense": __version__,
+                "decoded": decoded,
+                "reused": reused,
+                "skipped": len(skipped),
+            },
+        )
+        cache.write_skipped(root / cache.SKIPPED_FILE, skipped)
+        cache.write_metadata(root, meta)
+        cache.write_index(root / cache.INDEX_FILE, records)  # the commit point
+    except BaseException:
+        maps.clear()
+        writer.abort()
+        raise
+    _collect_garbage(root, {r.shard for r in records})
+    return PrepareResult(
+        root=root,
+        classes=classes,
+        summary=cache.summarise(records, classes, root=root, skipped=len(skipped)),
+        skipped=tuple(skipped),
+        decoded=decoded,
+        reused=reused,
+        removed=removed,
+        splits=split_info,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _assign(
+    loaded: Sequence[Source],
+    classes: Sequence[str],
+    placed: Sequence[tuple[_Entry, str, int, int]],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[list[cache.ClipRecord], dict[str, Any]]:
+    """Split each source's kept clips and build the index rows."""
+    by_source: dict[str, list[tuple[_Entry, str, int, int]]] = {}
+    for item in placed:
+        by_source.setdefault(item[0].source.name, []).append(item)
+    label_index = {c: i for i, c in enumerate(classes)}
+    records: list[cache.ClipRecord] = []
+    reports: dict[str, Any] = {}
+    used_ids: set[str] = set()
+    for source in loaded:
+        items = by_source.get(source.name, [])
+        if not items:
+            continue
+        src = [source.records[e.index] for e, *_ in items]
+        splits, split_report = plan_splits(
+            [r.label for r in src],
+            [r.group for r in src],
+            [r.split for r in src],
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
+        reports[source.name] = split_report.to_dict()
+        for (entry, shard, offset, frames), record, split in zip(items, src, splits, strict=True):
+            records.append(
+                cache.ClipRecord(
+                    clip_id=_clip_id(source, record.relpath, record.path, used_ids),
+                    split=split,
+                    label=record.label,
+                    label_index=label_index[record.label],
+                    group=record.group,
+                    frames=frames,
+                    duration=round(frames / cache.SAMPLE_RATE, 6),
+                    source=source.name,
+                    source_path=entry.key[0],
+                    size=entry.key[1],
+                    mtime_ns=entry.key[2],
+                    shard=shard,
+                    offset=offset,
+                )
+            )
+    overall = summarise_splits(
+        [r.label for r in records], [r.group for r in records], [r.split for r in records]
+    )
+    notes = [f"{name}: {note}" for name, rep in reports.items() for note in rep["notes"]]
+    present = {r.label for r in records}
+    notes += [f"class {c!r} has no usable clips" for c in classes if c not in present]
+    return records, {
+        "achieved": overall.to_dict()["achieved"],
+        "groups": overall.groups,
+        "leaks": list(overall.leaks),
+        "notes": notes,
+        "sources": reports,
+    }

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (scikit-learn) and scoring of models on data sets."""

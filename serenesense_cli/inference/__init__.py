@@ -1,0 +1,1 @@
+"""Inference backends: one protocol for torch run folders and ONNX files."""

@@ -1,0 +1,190 @@
+"""Score waveform windows with a trained model, whatever form it takes.
+
+Two backends behind one protocol:
+
+- ``OnnxBackend`` for ``.onnx`` files (FP32 or INT8). It imports onnxruntime
+  and numpy only — never torch — so a deployed box needs neither torch nor
+  torchaudio.
+- ``TorchBackend`` for training run folders and ``.safetensors`` weights.
+
+Both take float32 waveform batches ``(B, clip_samples)`` at the model's sample
+rate and return class probabilities ``(B, C)``.
+
+ONNX files written by ``serenesense export`` carry their metadata as the model
+property ``serenesense`` (a JSON document with at least ``classes``,
+``sample_rate``, ``clip_seconds`` and ``model``), take the input ``waveform``
+``(batch, samples)`` and give the outputs ``logits`` and ``probabilities``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from serenesense_cli.errors import DependencyError, ModelError
+
+ONNX_METADATA_KEY = "serenesense"
+ONNX_INPUT = "waveform"
+ONNX_OUTPUTS = ("logits", "probabilities")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend offers."""
+
+    path: Path
+    kind: str
+    classes: tuple[str, ...]
+    sample_rate: int
+    clip_samples: int
+    metadata: dict[str, Any]
+
+    def predict_proba(self, waves: np.ndarray) -> np.ndarray:
+        """Probabilities ``(B, C)`` for float32 windows ``(B, clip_samples)``."""
+        ...
+
+
+def _check_batch(waves: np.ndarray, clip_samples: int) -> np.ndarray:
+    waves = np.asarray(waves, dtype=np.float32)
+    if waves.ndim == 1:
+        waves = waves[None, :]
+    if waves.ndim != 2 or waves.shape[1] != clip_samples:
+        raise ValueError(f"expected windows of shape (B, {clip_samples}), got {waves.shape}")
+    return np.ascontiguousarray(waves)
+
+
+@dataclass
+class OnnxBackend:
+    """onnxruntime session on the CPU (or another available provider)."""
+
+    path: Path
+    session: Any
+    classes: tuple[str, ...]
+    sample_rate: int
+    clip_samples: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = "onnx"
+
+    def predict_proba(self, waves: np.ndarray) -> np.ndarray:
+        batch = _check_batch(waves, self.clip_samples)
+        (probs,) = self.session.run(["probabilities"], {ONNX_INPUT: batch})
+        return np.asarray(probs, dtype=np.float32)
+
+
+@dataclass
+class TorchBackend:
+    """A torch model rebuilt from its safetensors artefact."""
+
+    path: Path
+    model: Any
+    classes: tuple[str, ...]
+    sample_rate: int
+    clip_samples: int
+    device: str = "cpu"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = "torch"
+
+    def predict_proba(self, waves: np.ndarray) -> np.ndarray:
+        import torch
+
+        batch = torch.from_numpy(_check_batch(waves, self.clip_samples)).to(self.device)
+        with torch.inference_mode():
+            logits = self.model(batch).float()
+        return torch.softmax(logits, dim=-1).cpu().numpy()
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The serenesense metadata stored in an ONNX file (no session needed)."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:
+        raise ModelError(f"{path}: not a readable ONNX model ({error})") from error
+    props = {p.key: p.value for p in model.metadata_props}
+    raw = props.get(ONNX_METADATA_KEY)
+    if not raw:
+        raise ModelError(
+            f"{path}: this ONNX model has no serenesense metadata",
+            hint="export models with `serenesense export`",
+        )
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{path}: corrupt serenesense metadata ({error})") from error
+
+
+def open_onnx(path: str | Path, *, threads: int | None = None) -> OnnxBackend:
+    """Load an exported ``.onnx`` model with onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError as error:  # pragma: no cover - a dependency
+        raise DependencyError(
+            "onnxruntime is not installed", hint="pip install onnxruntime"
+        ) from error
+    path = Path(path)
+    meta = read_onnx_metadata(path)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise ModelError(f"{path}: onnxruntime cannot load this model ({error})") from error
+    sample_rate = int(meta["sample_rate"])
+    return OnnxBackend(
+        path=path,
+        session=session,
+        classes=tuple(meta["classes"]),
+        sample_rate=sample_rate,
+        clip_samples=round(float(meta["clip_seconds"]) * sample_rate),
+        metadata=meta,
+    )
+
+
+def open_torch(
+    path: str | Path, *, device: str = "cpu", threads: int | None = None
+) -> TorchBackend:
+    """Load a run folder or ``.safetensors`` weights for inference."""
+    import torch
+
+    from serenesense_cli.models.artifact import load_model
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    loaded = load_model(path, device=device)
+    return TorchBackend(
+        path=loaded.path,
+        model=loaded.model,
+        classes=loaded.classes,
+        sample_rate=loaded.model.sample_rate,
+        clip_samples=loaded.model.clip_samples,
+        device=device,
+        metadata=loaded.metadata,
+    )
+
+
+def open_backend(path: str | Path, *, device: str = "cpu", threads: int | None = None) -> Backend:
+    """ONNX for ``.onnx`` files, torch for run folders and ``.safetensors``."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: model not found")
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        return open_onnx(path, threads=threads)
+    return open_torch(path, device=device, threads=threads)
+
+
+def default_threads() -> int:
+    """Threads for inference when none are given: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS
+        return max(1, os.cpu_count() or 1)

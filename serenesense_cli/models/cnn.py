@@ -1,0 +1,85 @@
+"""CNN-MFCC: the reference system's small convolutional classifier.
+
+3 x [Conv 3x3 (48, 96, 192), BatchNorm, ReLU, MaxPool 2x2, Dropout], global
+average pool, Linear 192->160, ReLU, Dropout 0.35, Linear 160->C.
+241,671 parameters for 7 classes, on MFCC(40)+deltas of 3 s clips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from serenesense_cli.audio.features import MFCCStack, SpecAugment
+from serenesense_cli.models.registry import AudioClassifier, register_model
+
+
+def conv_block(
+    in_channels: int, out_channels: int, *, pool: tuple[int, int], dropout: float
+) -> nn.Sequential:
+    """Conv 3x3 + BatchNorm + ReLU + MaxPool + Dropout (shared with the CRNN)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(pool),
+        nn.Dropout(dropout),
+    )
+
+
+class CNNMFCC(AudioClassifier):
+    """Reference CNN on MFCC + delta + delta-delta."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        clip_seconds: float = 3.0,
+        sample_rate: int = 16000,
+        channels: Sequence[int] = (48, 96, 192),
+        dropouts: Sequence[float] = (0.25, 0.30, 0.30),
+        hidden: int = 160,
+        head_dropout: float = 0.35,
+        freq_masks: int = 2,
+        freq_mask_width: int = 15,
+        time_masks: int = 2,
+        time_mask_width: int = 10,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes, sample_rate=sample_rate, clip_seconds=clip_seconds
+        )
+        self.frontend = MFCCStack(sample_rate=sample_rate, clip_seconds=clip_seconds)
+        self.augment = SpecAugment(
+            freq_masks=freq_masks,
+            freq_width=freq_mask_width,
+            time_masks=time_masks,
+            time_width=time_mask_width,
+        )
+        blocks, in_ch = [], 3
+        for out_ch, p in zip(channels, dropouts, strict=True):
+            blocks.append(conv_block(in_ch, out_ch, pool=(2, 2), dropout=p))
+            in_ch = out_ch
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            nn.Linear(in_ch, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(head_dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.body(features)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@register_model(
+    "cnn",
+    description="reference CNN-MFCC",
+    default_clip_seconds=3.0,
+    frontend="mfcc",
+)
+def cnn(*, num_classes: int, **args: object) -> CNNMFCC:
+    """The reference CNN-MFCC."""
+    return CNNMFCC(num_classes=num_classes, **args)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Training: configs and recipes, the loop, schedules, checkpoints, distributed."""
