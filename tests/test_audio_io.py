@@ -386,3 +386,19 @@ def test_unreadable_file_chmod(tmp_path: Path) -> None:
             probe_audio(path)
     finally:
         path.chmod(0o644)
+
+
+def test_resample_without_torchaudio_uses_scipy(monkeypatch):
+    """A lean ONNX-only install (no torchaudio) still reads 44.1 kHz files."""
+    from serenesense_cli.audio import io as audio_io
+
+    sr = 44_100
+    t = np.arange(sr) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    reference = audio_io.resample(tone, sr, 16_000)
+    monkeypatch.setattr(audio_io, "_have_torchaudio", lambda: False)
+    fallback = audio_io.resample(tone, sr, 16_000)
+    assert fallback.shape == reference.shape
+    spectrum = np.abs(np.fft.rfft(fallback))
+    assert abs(np.argmax(spectrum) * 16_000 / fallback.size - 1000) < 2
+    assert np.abs(fallback[200:-200] - reference[200:-200]).max() < 0.02

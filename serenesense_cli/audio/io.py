@@ -154,21 +154,46 @@ def _resampler(orig: int, new: int) -> Any:
     return torchaudio.transforms.Resample(orig, new, lowpass_filter_width=_LOWPASS_FILTER_WIDTH)
 
 
+def _have_torchaudio() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchaudio") is not None
+
+
 def resample(samples: np.ndarray, orig: int, new: int = SAMPLE_RATE) -> np.ndarray:
     """Band-limited resampling of a 1-D signal with torchaudio's sinc resampler.
 
-    Returns float32 of length ``ceil(len(samples) * new / orig)``.
+    Returns float32 of length ``ceil(len(samples) * new / orig)``. On a lean
+    ONNX-only install (no torchaudio, e.g. a Raspberry Pi running
+    ``serenesense detect``), SciPy's polyphase resampler takes over.
     """
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     if samples.ndim != 1:
         raise ValueError(f"resample expects a 1-D signal, got shape {samples.shape}")
     if orig == new:
         return samples
+    if not _have_torchaudio():
+        return _resample_scipy(samples, int(orig), int(new))
     import torch
 
     with torch.no_grad():
         out = _resampler(int(orig), int(new))(torch.from_numpy(samples))
     return out.numpy().astype(np.float32, copy=False)
+
+
+def _resample_scipy(samples: np.ndarray, orig: int, new: int) -> np.ndarray:
+    try:
+        from scipy.signal import resample_poly
+    except ImportError as error:
+        from serenesense_cli.errors import DependencyError
+
+        raise DependencyError(
+            f"resampling {orig} Hz audio needs torchaudio or scipy",
+            hint="pip install scipy (or record at 16 kHz)",
+        ) from error
+    g = math.gcd(orig, new)
+    out = resample_poly(samples, new // g, orig // g).astype(np.float32)
+    return out[: math.ceil(samples.shape[0] * new / orig)]
 
 
 def _resample_margin(orig: int, new: int) -> tuple[int, int]:

@@ -121,6 +121,29 @@ def _register_commands() -> None:
     app.command("train", no_args_is_help=True)(train.train_command)
     app.command("models")(models.models_command)
 
+    from serenesense_cli.cli import evaluate, report
+
+    app.command("evaluate", no_args_is_help=True)(evaluate.evaluate_command)
+    app.command("report", no_args_is_help=True)(report.report_command)
+
+    from serenesense_cli.cli import pretrain
+
+    app.command("pretrain", no_args_is_help=True)(pretrain.pretrain_command)
+
+    from serenesense_cli.cli import detect
+
+    app.command("detect", no_args_is_help=True)(detect.detect_command)
+
+    from serenesense_cli.cli import bench, export, quantize
+
+    app.command("export", no_args_is_help=True)(export.export_command)
+    app.command("quantize", no_args_is_help=True)(quantize.quantize_command)
+    app.command("bench", no_args_is_help=True)(bench.bench_command)
+
+    from serenesense_cli.cli import demo
+
+    app.command("demo")(demo.demo_command)
+
 
 _register_commands()
 

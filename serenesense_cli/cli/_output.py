@@ -27,6 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from serenesense_cli.progress import ProgressUpdate
 
@@ -105,7 +106,8 @@ def emit_table(
         numeric = isinstance(sample, (int, float)) and not isinstance(sample, bool)
         table.add_column(headers[i] if headers else column, justify="right" if numeric else "left")
     for row in rows:
-        table.add_row(*(_format_cell(row.get(c)) for c in columns))
+        # Text(), not markup: cells hold user strings (paths, class names like "[red]").
+        table.add_row(*(Text(_format_cell(row.get(c))) for c in columns))
     stdout_console().print(table)
 
 

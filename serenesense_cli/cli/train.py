@@ -25,6 +25,7 @@ app = typer.Typer(help="Train a model.", no_args_is_help=True)
 MODEL_HELP = "Model to train: cnn, crnn or audiomae (see `serenesense models`)."
 _PANEL_RECIPE = "Recipe overrides"
 _PANEL_RUN = "Run control"
+_PANEL_INIT = "Fine-tuning (audiomae)"
 
 
 def _opt(help_text: str, *names: str, panel: str = _PANEL_RECIPE, **kwargs: Any) -> Any:
@@ -52,6 +53,31 @@ def train_command(
         _opt("Continue this run folder exactly where it stopped.", "--resume", panel=_PANEL_RUN),
     ] = None,
     size: Annotated[str | None, _opt("AudioMAE size: tiny, small or base.", "--size")] = None,
+    init: Annotated[
+        Path | None,
+        _opt(
+            "Initialise the encoder from a pretraining run, an official AudioMAE "
+            "checkpoint or a timm ViT state dict (the head starts fresh).",
+            "--init",
+            panel=_PANEL_INIT,
+        ),
+    ] = None,
+    layer_decay: Annotated[
+        float | None,
+        _opt(
+            "Layer-wise LR decay, e.g. 0.75 (1 = off): block i gets lr x decay^(depth-i).",
+            "--layer-decay",
+            panel=_PANEL_INIT,
+        ),
+    ] = None,
+    linear_probe: Annotated[
+        bool | None,
+        _opt(
+            "Freeze the encoder and train the head only.",
+            "--linear-probe/--no-linear-probe",
+            panel=_PANEL_INIT,
+        ),
+    ] = None,
     epochs: Annotated[int | None, _opt("Epochs to train.", "--epochs", "--max-epochs")] = None,
     batch_size: Annotated[int | None, _opt("Global batch size.", "--batch-size", "-b")] = None,
     lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
@@ -120,6 +146,8 @@ def train_command(
 
       serenesense train audiomae --size tiny --data prepared/ --epochs 5
 
+      serenesense train audiomae --data prepared/ --init runs/pretrain/audiomae --layer-decay 0.75
+
       serenesense train --resume runs/train/cnn
     """
     from serenesense_cli.errors import BadInputError
@@ -156,6 +184,9 @@ def train_command(
             "max_steps": max_steps,
             "time_limit": time_limit,
             "checkpoint_every": checkpoint_every,
+            "init": str(init) if init is not None else None,
+            "layer_decay": layer_decay,
+            "linear_probe": linear_probe,
         }.items()
         if value is not None
     }
@@ -179,6 +210,11 @@ def train_command(
         raise BadInputError(
             "--config and --size cannot change a resumed run",
             hint="resume uses the run's config.toml; flags such as --epochs may extend it",
+        )
+    elif init is not None or layer_decay is not None or linear_probe is not None:
+        raise BadInputError(
+            "--init, --layer-decay and --linear-probe cannot change a resumed run",
+            hint="the run's config.toml keeps them; start a new run to change them",
         )
 
     with progress_bars() as on_progress:

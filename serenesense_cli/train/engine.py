@@ -321,7 +321,11 @@ def _train(
     classes = tuple(prepared.classes)
     train_idx, val_idx = _check_prepared(prepared)
 
+    init_checkpoint = None
+    if resume_state is None and config.init:
+        config, init_checkpoint = _prepare_init(config)
     net = create_model(config.model, num_classes=len(classes), **config.model_args)
+    _check_finetune_options(net, config)
     if resume_state is not None:
         saved_classes = tuple(resume_state.get("classes", ()))
         if saved_classes != classes:
@@ -334,7 +338,8 @@ def _train(
         state = load_file(str(run_dir / "weights" / "last.safetensors"))
         net.load_state_dict(state)
     else:
-        stats = _normalization_stats(net, prepared, train_idx, config.seed)
+        normalized = init_checkpoint is not None and _apply_init(net, init_checkpoint, notes)
+        stats = None if normalized else _normalization_stats(net, prepared, train_idx, config.seed)
         if stats is not None:
             notes.append(
                 "log-mel normalisation from training clips: "
@@ -352,6 +357,9 @@ def _train(
         saved["data"] = str(Path(data).resolve())
         write_text_atomic(run_dir / "config.toml", _config_toml(saved))
 
+    if config.linear_probe:
+        freeze_encoder(net)
+        notes.append("linear probe: encoder frozen, training the head only")
     net.to(device)
     parameters = count_parameters(net)
     train_model: nn.Module = net
@@ -479,6 +487,8 @@ def _train(
             sampler.set_epoch(epoch, skip=step_in_epoch * local_batch)
             train_set.set_epoch(epoch)
             train_model.train()
+            if config.linear_probe:
+                net.encoder.eval()  # frozen: no drop path, fixed features
             epoch_start = time.perf_counter() - partial_sums["seconds"]
             interrupted_mid_epoch = False
             for waves, targets in train_loader:
@@ -520,7 +530,7 @@ def _train(
                     epoch=epoch + 1,
                     loss=partial_sums["loss"] / max(1, partial_sums["seen"]),
                     acc=partial_sums["correct"] / max(1, partial_sums["seen"]),
-                    lr=optimizer.param_groups[0]["lr"],
+                    lr=peak_lr(optimizer),
                     samples_per_s=partial_sums["seen"] / max(elapsed, 1e-9),
                 )
                 if config.checkpoint_every and global_step % config.checkpoint_every == 0:
@@ -550,7 +560,7 @@ def _train(
                 global_step=global_step,
                 partial=interrupted_mid_epoch,
                 sums=partial_sums,
-                lr=optimizer.param_groups[0]["lr"],
+                lr=peak_lr(optimizer),
                 best_score=best_score,
             )
             history.append(row)
@@ -714,8 +724,118 @@ def _end_epoch(
     return row, improved
 
 
+def _prepare_init(config: TrainConfig) -> tuple[TrainConfig, Any]:
+    """Read the ``--init`` checkpoint; its encoder arguments fill in model_args
+    the user did not set (flags and config files win)."""
+    if config.model != "audiomae":
+        raise BadInputError(
+            f"--init initialises the audiomae encoder; {config.model!r} has none",
+            hint="use `serenesense train audiomae --init ...`",
+        )
+    from serenesense_cli.models.init import read_init
+
+    assert config.init is not None
+    checkpoint = read_init(config.init)
+    model_args = {**checkpoint.model_args(), **config.model_args}
+    config = dataclasses.replace(config, model_args=model_args, init=str(checkpoint.path.resolve()))
+    return config, checkpoint
+
+
+def _apply_init(net: nn.Module, checkpoint: Any, notes: list[str]) -> bool:
+    """Load the encoder; True when the checkpoint's log-mel normalisation was applied."""
+    from serenesense_cli.models.init import load_encoder_init
+
+    result = load_encoder_init(net, checkpoint)
+    notes.append(result.summary())
+    notes.extend(result.notes)
+    if result.normalization is None:
+        return False
+    mean, std = result.normalization
+    net.frontend.set_normalization(mean, std)
+    notes.append(f"log-mel normalisation from the checkpoint: mean {mean:.3f}, std {std:.3f}")
+    return True
+
+
+def _check_finetune_options(net: nn.Module, config: TrainConfig) -> None:
+    """Layer-wise LR decay and linear probing need a transformer encoder."""
+    wanted = [
+        flag
+        for flag, on in (
+            ("--layer-decay", config.layer_decay < 1.0),
+            ("--linear-probe", config.linear_probe),
+        )
+        if on
+    ]
+    if wanted and getattr(getattr(net, "encoder", None), "blocks", None) is None:
+        raise BadInputError(
+            f"{' and '.join(wanted)} apply to the audiomae model only, not {config.model!r}"
+        )
+
+
+def freeze_encoder(net: nn.Module) -> None:
+    """Linear probe: the encoder's weights stay as initialised."""
+    for param in net.encoder.parameters():
+        param.requires_grad_(False)
+
+
+def peak_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The largest group learning rate (the head's under layer-wise decay)."""
+    return max(float(group["lr"]) for group in optimizer.param_groups)
+
+
+def _layer_id(name: str, num_layers: int) -> int:
+    """0 for patch/position embeddings and CLS, i+1 for block i, top for the rest."""
+    if name.startswith("encoder."):
+        rest = name[len("encoder.") :]
+        if rest.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token")):
+            return 0
+        if rest.startswith("blocks."):
+            return int(rest.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def layer_decay_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Parameter groups with lr x decay^(num_layers + 1 - layer) (BEiT/MAE fine-tuning).
+
+    Weight decay follows the usual rules: AdamW skips norms, biases and
+    tokens; Adam and SGD decay everything.
+    """
+    num_layers = len(model.encoder.blocks)
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = _layer_id(name, num_layers)
+        skip = config.optimizer == "adamw" and (
+            param.ndim <= 1 or name.endswith(("cls_token", "pos_embed"))
+        )
+        scale = config.layer_decay ** (num_layers + 1 - layer)
+        group = groups.setdefault(
+            (layer, skip),
+            {
+                "params": [],
+                "lr": config.lr * scale,
+                "lr_scale": scale,
+                "layer": layer,
+                "weight_decay": 0.0 if skip else config.weight_decay,
+            },
+        )
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
 def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam / AdamW (no weight decay on norms, biases and tokens) / SGD."""
+    """Adam / AdamW (no weight decay on norms, biases and tokens) / SGD,
+    with layer-wise learning-rate decay when ``layer_decay < 1``."""
+    if config.layer_decay < 1.0:
+        groups = layer_decay_groups(model, config)
+        if config.optimizer == "adamw":
+            return torch.optim.AdamW(
+                groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps
+            )
+        if config.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
     if config.optimizer == "adamw":
         decay, no_decay = [], []
         for name, param in model.named_parameters():
@@ -764,4 +884,22 @@ def ensure_model_known(name: str) -> None:
     get_model_spec(name)
 
 
-__all__ = ["HISTORY_COLUMNS", "TrainResult", "read_history", "train", "validate"]
+# Shared with the pretraining loop (train/pretrain.py).
+set_deterministic = _set_deterministic
+autocast_context = _autocast
+StopRequest = _StopRequest
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "StopRequest",
+    "TrainResult",
+    "autocast_context",
+    "freeze_encoder",
+    "layer_decay_groups",
+    "peak_lr",
+    "read_history",
+    "seed_everything",
+    "set_deterministic",
+    "train",
+    "validate",
+]

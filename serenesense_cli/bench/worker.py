@@ -1,0 +1,53 @@
+"""Benchmark one model in a fresh process (``python -m serenesense_cli.bench.worker``).
+
+Why a process per model: peak RSS is process-wide, and an ONNX benchmark
+must not pay for (or hide) a torch import that an earlier model made. The
+parent (:mod:`serenesense_cli.bench.run`) passes the model path, the settings
+as JSON and a result path; the worker sends progress as JSON lines on stdout
+(a pipe the parent reads, never a terminal) and writes the result, or the
+error, as JSON to the result path.
+
+Usage: ``python -m serenesense_cli.bench.worker MODEL SETTINGS_JSON RESULT_JSON``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ERROR_EXIT = 3
+
+
+def _send(line: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark; 0 on success, :data:`ERROR_EXIT` with an error document."""
+    from serenesense_cli.bench.latency import BenchSettings, measure_model
+    from serenesense_cli.errors import SereneSenseError
+    from serenesense_cli.fileio import write_json_atomic
+
+    model, settings_json, result_path = argv
+    settings = BenchSettings(**json.loads(settings_json))
+
+    def on_progress(update: Any) -> None:
+        _send({"stage": update.stage, "done": update.done, "total": update.total, **update.info})
+
+    try:
+        result = measure_model(Path(model), settings, on_progress=on_progress)
+    except SereneSenseError as error:
+        write_json_atomic(
+            result_path,
+            {"error": error.message, "hint": error.hint, "exit_code": error.exit_code},
+        )
+        return ERROR_EXIT
+    write_json_atomic(result_path, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,182 @@
+"""``serenesense evaluate MODEL --data DIR``: score a model on a data set.
+
+MODEL is a run folder, a ``.safetensors`` file or an ``.onnx`` file; the same
+windows and metrics apply to each. The path of ``metrics.json`` is the last
+stdout line in table format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from serenesense_cli.cli._output import (
+    OutputFormat,
+    emit_csv,
+    emit_json,
+    emit_result_path,
+    emit_table,
+    log,
+    progress_bars,
+    warn,
+)
+
+_MAX_LISTED = 20
+"""Skipped files listed on stderr; all of them are in metrics.json."""
+
+_SUMMARY_KEYS = (
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("macro_f1", "macro-F1"),
+    ("weighted_f1", "weighted F1"),
+    ("top2_accuracy", "top-2 accuracy"),
+    ("ece", "expected calibration error (15 bins)"),
+    ("log_loss", "log loss"),
+    ("clips", "clips"),
+    ("windows", "windows"),
+    ("mean_inference_ms_per_clip", "mean inference time per clip (ms)"),
+)
+
+
+def evaluate_command(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Run folder, .safetensors weights or .onnx model (FP32 or INT8).",
+            show_default=False,
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Prepared set, or a raw source (folder per class, MAD tree, manifest CSV).",
+            show_default=False,
+        ),
+    ],
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="train, val or test. Prepared sets: default test. Raw sources: default "
+            "every clip; with --split, the clips the source assigns to it.",
+        ),
+    ] = None,
+    hop: Annotated[
+        float | None,
+        typer.Option("--hop", help="Seconds between window starts (default: half a window)."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Windows per model call.", min=1)
+    ] = 32,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="Inference threads (default: CPUs available).", min=1),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for metrics.json and predictions.csv (default: the run folder, "
+            "or beside a model file as <stem>.metrics.json).",
+            file_okay=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Output: a table, JSON or CSV.")
+    ] = OutputFormat.table,
+) -> None:
+    """Score every clip of a data set with MODEL and compute all metrics.
+
+    Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1,
+    confusion matrix, top-2 accuracy, calibration (ECE) and inference time;
+    clips longer than the model window are scored with sliding windows
+    (see docs/evaluation.md).
+
+    Examples:
+
+      serenesense evaluate runs/train/cnn --data prepared/
+
+      serenesense evaluate runs/train/cnn/export/model.int8.onnx --data prepared/ -f json
+
+      serenesense evaluate runs/train/cnn --data my_recordings/ --out eval_field/
+    """
+    from serenesense_cli.evaluate.run import evaluate_model
+
+    with progress_bars(transient=True) as on_progress:
+        result = evaluate_model(
+            model=model,
+            data=data,
+            split=split,
+            hop_seconds=hop,
+            batch_size=batch_size,
+            threads=threads,
+            out=out,
+            on_progress=on_progress,
+        )
+    for path, problem in result.skipped[:_MAX_LISTED]:
+        warn(f"skipped {path}: {problem}")
+    if len(result.skipped) > _MAX_LISTED:
+        warn(f"... and {len(result.skipped) - _MAX_LISTED} more (see {result.metrics_path})")
+    log(f"wrote {result.metrics_path} and {result.predictions_path}")
+    _render(result, output_format)
+
+
+def _render(result: Any, output_format: OutputFormat) -> None:
+    from rich.markup import escape  # user strings (class names, paths) are not markup
+
+    payload = result.report
+    if output_format is OutputFormat.json:
+        emit_json({**payload, "metrics_path": str(result.metrics_path)})
+        return
+    if output_format is OutputFormat.csv:
+        emit_csv(_long_rows(payload), ["metric", "class", "value"])
+        return
+    summary, data = payload["summary"], payload["data"]
+    where = f"{data['path']} ({data['kind']}" + (
+        f", {data['split']} split)" if data["split"] else ", all clips)"
+    )
+    emit_table(
+        [{"metric": label, "value": summary.get(key)} for key, label in _SUMMARY_KEYS],
+        ["metric", "value"],
+        title=escape(f"{payload['model']['path']} on {where}"),
+        caption=escape(
+            f"Window policy: {payload['window_policy']['description']}. "
+            f"Timing: {payload['timing']['note']}."
+        ),
+    )
+    emit_table(
+        [{**entry, "class": escape(entry["class"])} for entry in payload["per_class"]],
+        ["class", "precision", "recall", "f1", "support", "predicted"],
+        title="Per class",
+    )
+    matrix = payload["confusion_matrix"]
+    classes = [escape(c) for c in matrix["classes"]]
+    columns = [f"c{j}" for j in range(len(classes))]
+    rows = [
+        {"true": name, **dict(zip(columns, matrix["counts"][i], strict=True))}
+        for i, name in enumerate(classes)
+    ]
+    emit_table(
+        rows,
+        ["true", *columns],
+        headers=["true \\ predicted", *classes],
+        title="Confusion matrix (counts; rows = true class)",
+    )
+    emit_result_path(result.metrics_path)
+
+
+def _long_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """``metric,class,value`` rows: the summary, then per-class scores."""
+    rows = [
+        {"metric": key, "class": "", "value": payload["summary"].get(key)}
+        for key, _ in _SUMMARY_KEYS
+    ]
+    for entry in payload["per_class"]:
+        for key in ("precision", "recall", "f1", "support"):
+            rows.append({"metric": key, "class": entry["class"], "value": entry[key]})
+    return rows

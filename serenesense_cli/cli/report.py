@@ -1,0 +1,56 @@
+"""``serenesense report RUN... --out DIR``: Markdown + HTML report over run folders.
+
+Figures are PNGs in ``DIR/figures``; ``report.html`` embeds them, so it can be
+mailed or archived alone. The path of ``report.html`` is the last stdout line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from serenesense_cli.cli._output import emit_result_path, log, progress_bars
+
+
+def report_command(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders (training or pretraining runs) to report on and compare.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for report.md, report.html, report.json and figures/.",
+            file_okay=False,
+            show_default=False,
+        ),
+    ],
+    title: Annotated[
+        str | None, typer.Option("--title", help="Report title (default: the run names).")
+    ] = None,
+) -> None:
+    """Write a Markdown + HTML report comparing RUN folders.
+
+    Training curves, confusion matrices, per-class F1, calibration, and a
+    comparison table and figure; anything a run folder lacks is shown as
+    missing (see docs/reports.md).
+
+    Examples:
+
+      serenesense report runs/train/cnn runs/train/crnn runs/train/audiomae --out report/
+
+      serenesense report runs/train/cnn --out report_cnn --title "CNN on SESA"
+    """
+    from serenesense_cli.report.build import build_report
+
+    with progress_bars(transient=True) as on_progress:
+        result = build_report(runs=runs, out=out, title=title, on_progress=on_progress)
+    log(f"wrote {result.markdown}, {len(result.figures)} figure(s) in {result.out_dir / 'figures'}")
+    emit_result_path(result.html)

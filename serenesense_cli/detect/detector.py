@@ -1,0 +1,157 @@
+"""The one streaming detector that files and the microphone both feed.
+
+``Detector.push(block)`` takes audio blocks of any size at the model's sample
+rate; windows are cut by :class:`~serenesense_cli.detect.stream.WindowScheduler`,
+scored by the backend (all windows a block completes in one batch) and
+turned into decisions and events by :class:`~serenesense_cli.detect.decisions.Decider`.
+``finish()`` scores the tail and closes open events. Nothing here knows
+whether the blocks come from a file or a sound card.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from serenesense_cli.detect.decisions import (
+    DEFAULT_SILENCE_DBFS,
+    DEFAULT_SMOOTH,
+    Decider,
+    DecisionRules,
+    Event,
+    ScoredWindow,
+    WindowDecision,
+    make_rules,
+)
+from serenesense_cli.detect.stream import Window, WindowScheduler, window_level
+from serenesense_cli.errors import BadInputError
+from serenesense_cli.inference.backends import Backend
+
+DEFAULT_HOP_SECONDS = 1.0
+
+Record = WindowDecision | Event
+"""What a detector hands out, in stream order."""
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Everything that decides how a stream is scored (see docs/detection.md)."""
+
+    hop_seconds: float = DEFAULT_HOP_SECONDS
+    threshold: str | float | Mapping[str, float] | None = None
+    close_threshold: str | float | Mapping[str, float] | None = None
+    smooth: int = DEFAULT_SMOOTH
+    silence_dbfs: float = DEFAULT_SILENCE_DBFS
+    min_event_seconds: float = 0.0
+    pad_start: bool = False
+    """Score zero-padded windows from the first hop instead of waiting for a full window."""
+
+    def rules_for(self, classes: tuple[str, ...]) -> DecisionRules:
+        """Check the settings against a model's classes."""
+        if not (self.hop_seconds > 0 and math.isfinite(self.hop_seconds)):
+            raise BadInputError(
+                f"--hop must be a positive number of seconds, not {self.hop_seconds}"
+            )
+        return make_rules(
+            classes,
+            threshold=self.threshold,
+            close_threshold=self.close_threshold,
+            smooth=self.smooth,
+            silence_dbfs=self.silence_dbfs,
+            min_event_seconds=self.min_event_seconds,
+        )
+
+
+@dataclass
+class Detector:
+    """Streams blocks through window scheduling, scoring and decisions."""
+
+    backend: Backend
+    config: DetectConfig = field(default_factory=DetectConfig)
+    source: str = ""
+    rules: DecisionRules | None = None
+    windows_scored: int = field(init=False, default=0)
+    scoring_seconds: float = field(init=False, default=0.0)
+    """Wall time spent in the backend (for the real-time factor)."""
+    events_closed: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        hop_seconds = self.config.hop_seconds
+        if not (hop_seconds > 0 and math.isfinite(hop_seconds)):
+            raise BadInputError(f"--hop must be a positive number of seconds, not {hop_seconds}")
+        if self.rules is None:
+            self.rules = self.config.rules_for(tuple(self.backend.classes))
+        self.sample_rate = int(self.backend.sample_rate)
+        hop = max(1, round(self.config.hop_seconds * self.sample_rate))
+        self.hop_seconds = hop / self.sample_rate
+        self._scheduler = WindowScheduler(
+            int(self.backend.clip_samples), hop, pad_start=self.config.pad_start
+        )
+        self._decider = Decider(self.rules, self.hop_seconds, source=self.source)
+        self._finished = False
+
+    @property
+    def window_seconds(self) -> float:
+        return self.backend.clip_samples / self.sample_rate
+
+    @property
+    def seconds(self) -> float:
+        """Audio pushed so far, in seconds."""
+        return self._scheduler.total / self.sample_rate
+
+    def push(self, block: np.ndarray) -> list[Record]:
+        """Add float32 mono samples; return what they completed (oldest first)."""
+        if self._finished:
+            raise RuntimeError("push() after finish()")
+        return self._decide(self._scheduler.push(block))
+
+    def finish(self) -> list[Record]:
+        """Score the tail of the stream and close every open event."""
+        if self._finished:
+            return []
+        self._finished = True
+        out = self._decide(self._scheduler.finish())
+        out.extend(self._count(self._decider.finish(self.seconds)))
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        """The effective settings, for output headers and reports."""
+        assert self.rules is not None
+        return {
+            "sample_rate": self.sample_rate,
+            "window_seconds": self.window_seconds,
+            "hop_seconds": self.hop_seconds,
+            "pad_start": self.config.pad_start,
+            **self.rules.as_dict(),
+        }
+
+    def _decide(self, windows: list[Window]) -> list[Record]:
+        if not windows:
+            return []
+        started = time.perf_counter()
+        probs = np.asarray(self.backend.predict_proba(np.stack([w.samples for w in windows])))
+        self.scoring_seconds += time.perf_counter() - started
+        self.windows_scored += len(windows)
+        sr = self.sample_rate
+        out: list[Record] = []
+        for window, row in zip(windows, probs, strict=True):
+            scored = ScoredWindow(
+                index=window.index,
+                start=window.real_start / sr,
+                end=window.real_end / sr,
+                probs=row,
+                level_dbfs=window_level(window),
+            )
+            out.extend(self._count(self._decider.add(scored)))
+        return out
+
+    def _count(self, records: list[Record]) -> list[Record]:
+        self.events_closed += sum(
+            1 for r in records if isinstance(r, Event) and r.state == "closed"
+        )
+        return records

@@ -1,0 +1,322 @@
+"""``evaluate_model``: score every clip of a data set and compute the full metric set.
+
+Why one function for every model form: run folders, ``.safetensors`` files
+and ``.onnx`` files (FP32 or INT8) all go through
+:func:`serenesense_cli.inference.backends.open_backend`, so the cost of export
+and quantization is measured on exactly the same clips, windows and metrics.
+
+Windows of all clips are batched together for speed; the model time of each
+batch is shared among its windows, so a clip's inference time is the model
+time of its windows. Results are written atomically as ``metrics.json`` and
+``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serenesense_cli import __version__
+from serenesense_cli.errors import DataSetError, SereneSenseError
+from serenesense_cli.evaluate.data import EvalData, check_classes, open_eval_data
+from serenesense_cli.evaluate.metrics import classification_report_dict
+from serenesense_cli.evaluate.windows import WindowPolicy, hop_samples, slice_windows
+from serenesense_cli.fileio import write_json_atomic, write_text_atomic
+from serenesense_cli.progress import ProgressCallback, report
+
+METRICS_FORMAT = "serenesense-metrics"
+METRICS_VERSION = 1
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+PROB_PREFIX = "p_"
+"""Probability columns of ``predictions.csv`` are ``p_<class name>``."""
+PREDICTION_COLUMNS = (
+    "path",
+    "clip",
+    "true",
+    "predicted",
+    "correct",
+    "confidence",
+    "windows",
+    "seconds",
+    "inference_ms",
+)
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation produced; ``report`` is the ``metrics.json`` payload."""
+
+    report: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    metrics_path: Path | None = None
+    predictions_path: Path | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.report["summary"]
+
+
+def output_paths(model: str | Path, out: str | Path | None) -> tuple[Path, Path]:
+    """Where ``metrics.json`` and ``predictions.csv`` go.
+
+    ``--out DIR`` wins; a run folder holds its own; a model file gets
+    ``<stem>.metrics.json`` and ``<stem>.predictions.csv`` beside it.
+    """
+    if out is not None:
+        out = Path(out)
+        return out / METRICS_FILE, out / PREDICTIONS_FILE
+    model = Path(model)
+    if model.is_dir():
+        return model / METRICS_FILE, model / PREDICTIONS_FILE
+    return (
+        model.with_name(f"{model.stem}.{METRICS_FILE}"),
+        model.with_name(f"{model.stem}.{PREDICTIONS_FILE}"),
+    )
+
+
+def evaluate_model(
+    *,
+    model: str | Path,
+    data: str | Path,
+    split: str | None = None,
+    hop_seconds: float | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    out: str | Path | None = None,
+    write: bool = True,
+    on_progress: ProgressCallback | None = None,
+) -> EvaluationResult:
+    """Score every clip of ``data`` with ``model`` and compute all metrics.
+
+    ``split`` picks a prepared set's split (default ``test``) or, for a raw
+    source, the clips it assigns to that split (default: every clip).
+    ``batch_size`` counts windows. Files that cannot be decoded are skipped
+    and listed in ``skipped``; the rest are scored.
+    """
+    from serenesense_cli.inference.backends import default_threads, open_backend
+
+    if batch_size < 1:
+        raise DataSetError(f"batch size must be at least 1, not {batch_size}")
+    started = time.perf_counter()
+    threads = int(threads) if threads else default_threads()
+    backend = open_backend(model, threads=threads)
+    classes = tuple(backend.classes)
+    policy = WindowPolicy(
+        sample_rate=int(backend.sample_rate),
+        window=int(backend.clip_samples),
+        hop=hop_samples(hop_seconds, int(backend.sample_rate), int(backend.clip_samples)),
+    )
+    dataset = open_eval_data(data, split=split, sample_rate=policy.sample_rate)
+    check_classes(dataset, classes, model)
+
+    scored = _score(backend, dataset, policy, batch_size, on_progress)
+    if not scored.items:
+        raise DataSetError(
+            f"{dataset.path}: no clip could be scored ({len(scored.skipped)} skipped)",
+            hint="see the skipped files listed above",
+        )
+    index = {name: i for i, name in enumerate(classes)}
+    y_true = np.array([index[item.label] for item in scored.items], dtype=np.int64)
+    probs = np.stack(scored.probs)
+    metrics = classification_report_dict(y_true, probs, classes)
+    n_clips = len(scored.items)
+    timing = {
+        "mean_ms_per_clip": scored.model_seconds * 1000 / n_clips,
+        "mean_ms_per_window": scored.model_seconds * 1000 / max(1, scored.windows),
+        "model_seconds": scored.model_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "batch_windows": batch_size,
+        "threads": threads,
+        "host": _host(),
+        "note": (
+            "wall time of the model calls (predict_proba) per clip, windows batched "
+            f"{batch_size} at a time, on this host with {threads} thread(s); "
+            "excludes decoding; see `serenesense bench` for latency"
+        ),
+    }
+    summary = dict(metrics["summary"])
+    summary["windows"] = scored.windows
+    summary["mean_inference_ms_per_clip"] = timing["mean_ms_per_clip"]
+    skipped = dataset.problems + scored.skipped
+    payload = {
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "serenesense": __version__,
+        "model": _describe_model(model, backend),
+        "data": dataset.describe(),
+        "window_policy": policy.to_dict(),
+        "summary": summary,
+        "per_class": metrics["per_class"],
+        "confusion_matrix": metrics["confusion_matrix"],
+        "calibration": metrics["calibration"],
+        "timing": timing,
+        "skipped": [{"path": p, "problem": why} for p, why in skipped],
+    }
+    payload = _json_safe(payload)
+    rows = _prediction_rows(scored, probs, y_true, classes)
+    result = EvaluationResult(report=payload, predictions=rows, skipped=skipped)
+    if write:
+        metrics_path, predictions_path = output_paths(model, out)
+        payload["predictions"] = str(predictions_path)
+        write_text_atomic(predictions_path, predictions_csv(rows, classes))
+        write_json_atomic(metrics_path, payload)
+        result.metrics_path, result.predictions_path = metrics_path, predictions_path
+    return result
+
+
+@dataclass
+class _Scored:
+    items: list[Any] = field(default_factory=list)
+    probs: list[np.ndarray] = field(default_factory=list)
+    windows_per_clip: list[int] = field(default_factory=list)
+    seconds_per_clip: list[float] = field(default_factory=list)
+    model_ms_per_clip: list[float] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    windows: int = 0
+    model_seconds: float = 0.0
+
+
+def _score(
+    backend: Any,
+    dataset: EvalData,
+    policy: WindowPolicy,
+    batch_size: int,
+    on_progress: ProgressCallback | None,
+) -> _Scored:
+    """Mean window probabilities per clip, windows batched across clips."""
+    out = _Scored()
+    sums: list[np.ndarray] = []
+    model_s: list[float] = []
+    pending: list[np.ndarray] = []  # windows waiting for the model
+    owners: list[int] = []  # clip (position in out.items) of each pending window
+    total = len(dataset.items)
+
+    def flush(limit: int) -> None:
+        nonlocal pending, owners
+        while len(owners) >= limit and owners:
+            take = min(batch_size, len(owners))
+            batch = np.stack(pending[:take])
+            tick = time.perf_counter()
+            probs = np.asarray(backend.predict_proba(batch), dtype=np.float64)
+            spent = time.perf_counter() - tick
+            out.model_seconds += spent
+            for row, owner in zip(probs, owners[:take], strict=True):
+                sums[owner] += row
+                model_s[owner] += spent / take
+            pending, owners = pending[take:], owners[take:]
+            done = owners[0] if owners else len(out.items)
+            report(on_progress, "scoring", done + len(out.skipped), total)
+
+    for item in dataset.items:
+        try:
+            wave = item.load()
+        except SereneSenseError as error:
+            out.skipped.append((item.path, getattr(error, "problem", None) or error.message))
+            continue
+        windows = slice_windows(wave, policy.window, policy.hop)
+        position = len(out.items)
+        out.items.append(item)
+        out.windows_per_clip.append(len(windows))
+        out.seconds_per_clip.append(len(wave) / policy.sample_rate)
+        sums.append(np.zeros(len(backend.classes), dtype=np.float64))
+        model_s.append(0.0)
+        pending.extend(windows)
+        owners.extend([position] * len(windows))
+        out.windows += len(windows)
+        flush(batch_size)
+    flush(1)
+    report(on_progress, "scoring", total, total)
+    out.probs = [s / n for s, n in zip(sums, out.windows_per_clip, strict=True)]
+    out.model_ms_per_clip = [s * 1000 for s in model_s]
+    return out
+
+
+def _prediction_rows(
+    scored: _Scored, probs: np.ndarray, y_true: np.ndarray, classes: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    rows = []
+    for i, item in enumerate(scored.items):
+        predicted = int(probs[i].argmax())
+        row: dict[str, Any] = {
+            "path": item.path,
+            "clip": item.clip,
+            "true": classes[int(y_true[i])],
+            "predicted": classes[predicted],
+            "correct": int(predicted == int(y_true[i])),
+            "confidence": float(probs[i, predicted]),
+            "windows": scored.windows_per_clip[i],
+            "seconds": scored.seconds_per_clip[i],
+            "inference_ms": scored.model_ms_per_clip[i],
+        }
+        for c, name in enumerate(classes):
+            row[PROB_PREFIX + name] = float(probs[i, c])
+        rows.append(row)
+    return rows
+
+
+def predictions_csv(rows: list[dict[str, Any]], classes: tuple[str, ...] | list[str]) -> str:
+    """``predictions.csv`` text: one row per clip, then ``p_<class>`` columns."""
+    columns = [*PREDICTION_COLUMNS, *(PROB_PREFIX + c for c in classes)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in columns}
+        )
+    return buffer.getvalue()
+
+
+def _describe_model(given: str | Path, backend: Any) -> dict[str, Any]:
+    meta = backend.metadata or {}
+    spec = meta.get("model") or {}
+    described = {
+        "path": str(given),
+        "file": str(backend.path),
+        "kind": backend.kind,
+        "name": spec.get("name"),
+        "args": spec.get("args"),
+        "classes": list(backend.classes),
+        "sample_rate": backend.sample_rate,
+        "clip_seconds": backend.clip_samples / backend.sample_rate,
+    }
+    for key in ("epoch", "global_step", "quantization", "export"):
+        if key in meta:
+            described[key] = meta[key]
+    return described
+
+
+def _host() -> dict[str, Any]:
+    import os
+
+    return {
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / inf become ``None`` (JSON has no NaN); numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,421 @@
+"""``serenesense quantize``: INT8 ONNX models that load, run and keep the front end in float.
+
+Two modes, both with ``onnxruntime.quantization``:
+
+- ``dynamic``: weights of ``MatMul``/``Gemm`` nodes with constant weights in
+  INT8, activations quantized at run time (``MatMulInteger``). Suits the
+  transformer, whose cost is in its linear layers. ``Conv`` is never given to
+  the dynamic quantizer: it would become ``ConvInteger``, which onnxruntime's
+  CPU provider does not run well (the reference system shipped exactly that).
+- ``static``: QDQ format (``QuantizeLinear``/``DequantizeLinear`` pairs that
+  onnxruntime fuses into integer kernels), per-channel weights, activation
+  ranges calibrated (MinMax) on centred windows of real clips. Suits the
+  CNN/CRNN, whose cost is in convolutions. LSTMs stay in float.
+- ``auto``: dynamic for ``audiomae``, static otherwise (model name from the
+  ONNX metadata).
+
+The audio front end (STFT, mel filterbank and DCT ``MatMul``s, log,
+normalisation) always stays in float: those ``MatMul``s multiply a power
+spectrum by constant matrices, and 8-bit spectra wipe out the quiet bands.
+
+Before anything is reported the INT8 file is checked: no ``ConvInteger``,
+front-end nodes unchanged, loads on the CPU provider and runs a batch; then
+its top-1 agreement with the FP32 model is measured (and, with ``data``,
+accuracy and macro-F1 of both on a split).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serenesense_cli.errors import BadInputError, ModelError, SereneSenseError
+from serenesense_cli.progress import ProgressCallback, report
+
+MODES = ("auto", "dynamic", "static")
+DYNAMIC_OPS = ("MatMul", "Gemm")
+STATIC_OPS = ("Conv", "Gemm", "MatMul")
+AGREEMENT_CLIPS = 64
+DYNAMIC_MODELS = frozenset({"audiomae"})
+
+
+class QuantizationError(SereneSenseError):
+    """Quantization produced a model that cannot be shipped (exit code 1)."""
+
+
+@dataclass
+class QuantizeResult:
+    """The INT8 model, how it was made and what it costs in agreement/accuracy."""
+
+    path: Path
+    source: Path
+    mode: str
+    model_name: str
+    size_fp32: int
+    size_int8: int
+    top1_agreement: float
+    max_abs_diff: float
+    agreement_clips: int
+    agreement_source: str
+    calibration: str | None
+    calibration_clips: int
+    excluded_nodes: int
+    quantized_ops: dict[str, int]
+    seconds: float
+    data: dict[str, Any] | None = None
+    accuracy_fp32: float | None = None
+    accuracy_int8: float | None = None
+    accuracy_change: float | None = None
+    macro_f1_fp32: float | None = None
+    macro_f1_int8: float | None = None
+    macro_f1_change: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """A flat dict for tables and JSON."""
+        return {
+            "path": str(self.path),
+            "source": str(self.source),
+            "model": self.model_name,
+            "mode": self.mode,
+            "size_fp32_mb": round(self.size_fp32 / 1e6, 3),
+            "size_int8_mb": round(self.size_int8 / 1e6, 3),
+            "size_ratio": round(self.size_int8 / self.size_fp32, 3) if self.size_fp32 else None,
+            "top1_agreement": self.top1_agreement,
+            "max_abs_diff": self.max_abs_diff,
+            "agreement_clips": self.agreement_clips,
+            "agreement_source": self.agreement_source,
+            "calibration": self.calibration,
+            "calibration_clips": self.calibration_clips,
+            "frontend_nodes_kept_float": self.excluded_nodes,
+            "quantized_ops": ", ".join(f"{k} {v}" for k, v in self.quantized_ops.items()),
+            "split": (self.data or {}).get("split"),
+            "split_clips": (self.data or {}).get("clips"),
+            "accuracy_fp32": self.accuracy_fp32,
+            "accuracy_int8": self.accuracy_int8,
+            "accuracy_change": self.accuracy_change,
+            "macro_f1_fp32": self.macro_f1_fp32,
+            "macro_f1_int8": self.macro_f1_int8,
+            "macro_f1_change": self.macro_f1_change,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def default_int8_path(onnx_path: str | Path) -> Path:
+    """``<stem>.int8.onnx`` beside the FP32 model (``model.onnx`` -> ``model.int8.onnx``)."""
+    path = Path(onnx_path)
+    return path.with_name(f"{path.stem}.int8.onnx")
+
+
+def resolve_mode(mode: str, model_name: str) -> str:
+    """``auto`` -> dynamic for the transformer, static for convolutional models."""
+    if mode not in MODES:
+        raise BadInputError(f"unknown quantization mode {mode!r}; choose from {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    return "dynamic" if model_name in DYNAMIC_MODELS else "static"
+
+
+class _WindowReader:
+    """onnxruntime CalibrationDataReader over model-sized windows, one per batch."""
+
+    def __init__(self, waves: np.ndarray) -> None:
+        self.waves = waves
+        self.position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.waves):
+            return None
+        window = self.waves[self.position : self.position + 1]
+        self.position += 1
+        return {"waveform": np.ascontiguousarray(window, dtype=np.float32)}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """onnxruntime.quantization logs advice on the root logger; keep stderr clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _run_quantizer(
+    mode: str, source: Path, target: Path, *, excluded: list[str], reader: Any
+) -> dict[str, Any]:
+    """Call onnxruntime.quantization; returns the settings recorded in metadata."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    with _quiet_quantizer():
+        if mode == "dynamic":
+            quantize_dynamic(
+                str(source),
+                str(target),
+                op_types_to_quantize=list(DYNAMIC_OPS),
+                nodes_to_exclude=excluded,
+                per_channel=False,
+                weight_type=QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": True},
+            )
+            return {
+                "op_types": list(DYNAMIC_OPS),
+                "weights": "int8 per-tensor",
+                "activations": "uint8, quantized at run time",
+            }
+        quantize_static(
+            str(source),
+            str(target),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(STATIC_OPS),
+            nodes_to_exclude=excluded,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    return {
+        "op_types": list(STATIC_OPS),
+        "format": "QDQ",
+        "weights": "int8 per-channel",
+        "activations": "int8, MinMax calibration",
+    }
+
+
+def check_int8_graph(model: Any, fp32_frontend: dict[str, str], path: str | Path) -> dict[str, int]:
+    """Refuse graphs the CPU provider handles badly or whose front end was quantized.
+
+    Returns the counts of integer / quantization ops in the graph.
+    """
+    from serenesense_cli.export import graph
+
+    counts = graph.op_counts(model)
+    forbidden = sorted(set(counts) & graph.FORBIDDEN_OPS)
+    if forbidden:
+        raise QuantizationError(
+            f"{path}: the INT8 graph contains {', '.join(forbidden)}, which onnxruntime's "
+            "CPU provider does not run well",
+            hint="use --mode static for convolutional models",
+        )
+    nodes = {node.name: node.op_type for node in model.graph.node}
+    changed = [name for name, op in fp32_frontend.items() if nodes.get(name) != op]
+    touched = [n for n in graph.frontend_nodes(model) if nodes.get(n) in graph.INTEGER_OPS]
+    if changed or touched:
+        example = (changed or touched)[0]
+        raise QuantizationError(
+            f"{path}: quantization reached the audio front end (node {example!r}); "
+            "it must stay in float",
+            hint="this is a bug; run again with --debug and report it",
+        )
+    return {op: n for op, n in counts.items() if op in graph.INTEGER_OPS}
+
+
+def quantize_onnx(
+    onnx_path: str | Path,
+    out_path: str | Path | None = None,
+    *,
+    mode: str = "auto",
+    calib: str | Path | None = None,
+    calib_clips: int = 64,
+    data: str | Path | None = None,
+    split: str = "test",
+    agreement_clips: int = AGREEMENT_CLIPS,
+    on_progress: ProgressCallback | None = None,
+) -> QuantizeResult:
+    """Quantize an exported FP32 model to INT8 and prove that it loads, runs and agrees.
+
+    ``calib``: prepared set for static calibration (its train split; default:
+    the model's own training set, else synthetic events, with a note).
+    ``data`` + ``split``: also measure accuracy / macro-F1 of FP32 and INT8.
+    """
+    started = time.perf_counter()
+    source = Path(onnx_path)
+    if source.suffix.lower() != ".onnx" or not source.is_file():
+        raise ModelError(
+            f"{source}: not an ONNX file",
+            hint="export first: serenesense export RUN (writes RUN/export/model.onnx)",
+        )
+    if calib_clips < 1:
+        raise BadInputError(f"--calib-clips must be at least 1, not {calib_clips}")
+    out = Path(out_path) if out_path is not None else default_int8_path(source)
+    if out.suffix.lower() != ".onnx":
+        raise BadInputError(f"{out}: the output file must end in .onnx")
+    if out.resolve() == source.resolve():
+        raise BadInputError(f"{out}: the output would overwrite the FP32 model")
+
+    import onnx
+
+    from serenesense_cli.export import graph
+    from serenesense_cli.export.clips import choose_windows
+    from serenesense_cli.export.compare import agreement, predict, split_metrics
+    from serenesense_cli.fileio import atomic_path
+    from serenesense_cli.inference.backends import open_onnx
+
+    total = 5
+    report(on_progress, "quantize", 0, total, note="reading the FP32 model")
+    fp32_proto = graph.load_model(source)
+    meta = graph.read_metadata(fp32_proto)
+    if not meta:
+        raise ModelError(
+            f"{source}: this ONNX model has no serenesense metadata",
+            hint="export models with `serenesense export`",
+        )
+    if (meta.get("export") or {}).get("quantization"):
+        raise BadInputError(f"{source}: this model is already quantized")
+    model_name = str((meta.get("model") or {}).get("name", ""))
+    chosen = resolve_mode(mode, model_name)
+    excluded = graph.require_frontend_nodes(fp32_proto, source)
+    fp32_frontend = {n.name: n.op_type for n in fp32_proto.graph.node if n.name in set(excluded)}
+    del fp32_proto
+    fp32 = open_onnx(source)
+    clip_samples, sample_rate = fp32.clip_samples, fp32.sample_rate
+    notes: list[str] = []
+
+    reader, calibration, calibration_count = None, None, 0
+    if chosen == "static":
+        report(on_progress, "quantize", 1, total, note="calibration windows")
+        windows = choose_windows(
+            model_path=source,
+            meta=meta,
+            clip_samples=clip_samples,
+            sample_rate=sample_rate,
+            count=calib_clips,
+            data=calib,
+            purpose="calibration",
+        )
+        if windows.data is None:
+            notes.append(
+                "static calibration used synthetic events, not recordings: pass --calib DIR "
+                "(a prepared set) for ranges that match real audio"
+            )
+        reader, calibration, calibration_count = (
+            _WindowReader(windows.waves),
+            windows.source,
+            len(windows),
+        )
+
+    report(on_progress, "quantize", 2, total, note=f"quantizing ({chosen})")
+    with atomic_path(out) as tmp:
+        try:
+            settings = _run_quantizer(chosen, source, tmp, excluded=excluded, reader=reader)
+        except SereneSenseError:
+            raise
+        except Exception as error:
+            raise QuantizationError(
+                f"{source}: onnxruntime could not quantize this model "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+                hint="run again with --debug; try the other --mode",
+            ) from error
+
+        report(on_progress, "quantize", 3, total, note="checking the INT8 graph")
+        int8_proto = graph.load_model(tmp)
+        quantized_ops = check_int8_graph(int8_proto, fp32_frontend, out)
+        if not quantized_ops:
+            notes.append("no node was quantized: the INT8 file equals the FP32 model")
+        meta["export"] = dict(meta.get("export") or {})
+        meta["export"]["quantization"] = {
+            "mode": chosen,
+            **settings,
+            "calibration": calibration,
+            "calibration_clips": calibration_count,
+            "frontend_nodes_kept_float": len(excluded),
+            "fp32_model": source.name,
+            "onnxruntime": _ort_version(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        graph.set_metadata(int8_proto, meta)
+        onnx.save_model(int8_proto, str(tmp), save_as_external_data=False)
+        del int8_proto
+
+        report(on_progress, "quantize", 4, total, note="loading and running the INT8 model")
+        try:
+            int8 = open_onnx(tmp)
+            probe = int8.predict_proba(np.zeros((2, clip_samples), dtype=np.float32))
+        except ModelError as error:
+            raise QuantizationError(
+                f"{out}: the INT8 model does not load on onnxruntime's CPU provider "
+                f"({error.message})"
+            ) from error
+        except Exception as error:
+            raise QuantizationError(
+                f"{out}: the INT8 model does not run on onnxruntime's CPU provider ({error})"
+            ) from error
+        if probe.shape != (2, len(fp32.classes)) or not np.all(np.isfinite(probe)):
+            raise QuantizationError(f"{out}: the INT8 model gives invalid scores")
+
+        held_out = choose_windows(
+            model_path=source,
+            meta=meta,
+            clip_samples=clip_samples,
+            sample_rate=sample_rate,
+            count=agreement_clips,
+            data=data if data is not None else calib,
+            split=split if data is not None else None,
+            purpose="held_out",
+            seed=1,
+        )
+        scores = agreement(predict(fp32, held_out.waves), predict(int8, held_out.waves))
+        measured = None
+        if data is not None:
+            measured = split_metrics({"fp32": fp32, "int8": int8}, data, split)
+        meta["export"]["quantization"]["top1_agreement"] = scores["top1_agreement"]
+        meta["export"]["quantization"]["agreement_source"] = held_out.source
+        final = graph.load_model(tmp)
+        graph.set_metadata(final, meta)
+        onnx.save_model(final, str(tmp), save_as_external_data=False)
+        del final, int8
+    report(on_progress, "quantize", total, total, note="done")
+
+    result = QuantizeResult(
+        path=out,
+        source=source,
+        mode=chosen,
+        model_name=model_name,
+        size_fp32=source.stat().st_size,
+        size_int8=out.stat().st_size,
+        top1_agreement=scores["top1_agreement"],
+        max_abs_diff=scores["max_abs_diff"],
+        agreement_clips=len(held_out),
+        agreement_source=held_out.source,
+        calibration=calibration,
+        calibration_clips=calibration_count,
+        excluded_nodes=len(excluded),
+        quantized_ops=quantized_ops,
+        seconds=time.perf_counter() - started,
+        notes=notes,
+    )
+    if measured is not None:
+        result.data = measured
+        result.accuracy_fp32 = measured["fp32"]["accuracy"]
+        result.accuracy_int8 = measured["int8"]["accuracy"]
+        result.accuracy_change = result.accuracy_int8 - result.accuracy_fp32
+        result.macro_f1_fp32 = measured["fp32"]["macro_f1"]
+        result.macro_f1_int8 = measured["int8"]["macro_f1"]
+        result.macro_f1_change = result.macro_f1_int8 - result.macro_f1_fp32
+    return result
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)

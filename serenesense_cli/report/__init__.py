@@ -1,0 +1,1 @@
+"""Reports over run folders: figures (matplotlib), Markdown and self-contained HTML."""

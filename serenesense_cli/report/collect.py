@@ -1,0 +1,237 @@
+"""Read what a run folder holds, for reports: nothing is computed that is not there.
+
+A training run (``runs/train/<name>``) holds ``config.toml``, ``history.csv``,
+``weights/best.safetensors`` (+ ``best.json``) and, after ``serenesense
+evaluate``, ``metrics.json``; after ``serenesense bench`` a ``bench.json``;
+after export ``export/*.onnx`` with ``<stem>.bench.json`` and
+``<stem>.metrics.json`` beside them. A pretraining run (``task =
+"pretrain"`` in its config) holds a loss history and reconstruction figures.
+
+Every value that is missing stays ``None`` (shown as "missing"), never 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serenesense_cli.errors import BadInputError
+
+_BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
+_FRONTEND_PREFIX = "frontend."
+_RECONSTRUCTION = re.compile(r"^reconstruction_epoch(\d+).*\.png$")
+
+
+@dataclass
+class ExportInfo:
+    """An exported ``.onnx`` file of a run, with what was measured on it."""
+
+    path: Path
+    size_bytes: int
+    bench: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+
+
+@dataclass
+class RunInfo:
+    """Everything a report shows about one run folder."""
+
+    path: Path
+    name: str
+    task: str
+    """``train``, ``pretrain`` or ``unknown``."""
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_meta: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    bench: dict[str, Any] | None = None
+    exports: list[ExportInfo] = field(default_factory=list)
+    parameters: int | None = None
+    weights_bytes: int | None = None
+    reconstructions: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def model_name(self) -> str | None:
+        meta_model = (self.best_meta or {}).get("model") or {}
+        if not meta_model and self.metrics:  # e.g. a folder made by `evaluate --out`
+            meta_model = {"name": (self.metrics.get("model") or {}).get("name")}
+        name = meta_model.get("name") or self.config.get("model")
+        args = {**(self.config.get("model_args") or {}), **(meta_model.get("args") or {})}
+        if name and args.get("size"):
+            return f"{name} ({args['size']})"
+        return name
+
+    @property
+    def classes(self) -> list[str] | None:
+        if self.best_meta and self.best_meta.get("classes"):
+            return list(self.best_meta["classes"])
+        if self.metrics:
+            return list(self.metrics.get("model", {}).get("classes") or []) or None
+        return None
+
+    @property
+    def training_seconds(self) -> float | None:
+        seconds = [r["seconds"] for r in self.history if r.get("seconds") is not None]
+        return float(sum(seconds)) if seconds else None
+
+    @property
+    def best_epoch(self) -> int | None:
+        if self.best_meta and self.best_meta.get("epoch") is not None:
+            return int(self.best_meta["epoch"])
+        return None
+
+    def best_row(self) -> dict[str, Any] | None:
+        """The history row of the best checkpoint (from its metadata)."""
+        if self.best_meta and isinstance(self.best_meta.get("metrics"), dict):
+            return self.best_meta["metrics"]
+        return None
+
+    def final_row(self) -> dict[str, Any] | None:
+        """The last completed epoch (or the last row when none completed)."""
+        complete = [r for r in self.history if not r.get("partial")]
+        rows = complete or self.history
+        return rows[-1] if rows else None
+
+
+def read_csv_numbers(path: Path) -> list[dict[str, Any]]:
+    """A CSV with a header as dicts; numbers parsed, empty cells ``None``."""
+    rows: list[dict[str, Any]] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for raw in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if key is None:
+                    continue
+                row[key] = _number(value)
+            rows.append(row)
+    return rows
+
+
+def _number(value: str | None) -> Any:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if not math.isfinite(number):
+        return None
+    return int(number) if number.is_integer() and "." not in value and "e" not in value else number
+
+
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        problems.append(f"{path.name}: unreadable ({error})")
+        return None
+    if not isinstance(value, dict):
+        problems.append(f"{path.name}: not a JSON object")
+        return None
+    return value
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    from serenesense_cli.config import load_toml
+
+    try:
+        return load_toml(path)
+    except Exception as error:
+        problems.append(f"{path.name}: unreadable ({error})")
+        return {}
+
+
+def weights_header(path: Path) -> tuple[dict[str, Any] | None, int | None]:
+    """Metadata and learnable-parameter count of a ``.safetensors`` file, from its
+    header only (no tensor is read, no model is built).
+
+    Front-end constants (filterbanks, normalisation) and BatchNorm running
+    statistics are buffers, not parameters, and are left out of the count.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        raw = (handle.metadata() or {}).get("serenesense")
+        count = 0
+        for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
+            if key.startswith(_FRONTEND_PREFIX) or key.endswith(_BUFFER_SUFFIXES):
+                continue
+            numel = 1
+            for dim in handle.get_slice(key).get_shape():
+                numel *= int(dim)
+            count += numel
+    return (json.loads(raw) if raw else None), count
+
+
+def load_run(path: str | Path) -> RunInfo:
+    """Collect a run folder's files; raises BadInputError when it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BadInputError(f"{path}: not a run folder", hint="pass folders such as runs/train/cnn")
+    markers = ("config.toml", "history.csv", "metrics.json", "weights")
+    if not any((path / m).exists() for m in markers):
+        raise BadInputError(
+            f"{path}: not a run folder (no config.toml, history.csv, metrics.json or weights/)",
+            hint="pass folders made by `serenesense train` (runs/train/<name>)",
+        )
+    problems: list[str] = []
+    config = _read_toml(path / "config.toml", problems)
+    task = str(config.get("task") or ("train" if config.get("model") else "unknown"))
+    run = RunInfo(path=path, name=path.name, task=task, config=config, problems=problems)
+    history = path / "history.csv"
+    if history.is_file():
+        try:
+            run.history = read_csv_numbers(history)
+        except (OSError, csv.Error, UnicodeDecodeError) as error:
+            problems.append(f"history.csv: unreadable ({error})")
+    best = path / "weights" / "best.safetensors"
+    if best.is_file():
+        run.weights_bytes = best.stat().st_size
+        try:
+            header_meta, run.parameters = weights_header(best)
+        except Exception as error:
+            problems.append(f"weights/best.safetensors: unreadable header ({error})")
+            header_meta = None
+        run.best_meta = _read_json(best.with_suffix(".json"), problems) or header_meta
+    run.metrics = _read_json(path / "metrics.json", problems)
+    run.bench = _read_json(path / "bench.json", problems)
+    for onnx in sorted((path / "export").glob("*.onnx")) if (path / "export").is_dir() else []:
+        size = onnx.stat().st_size
+        external = onnx.with_name(onnx.name + ".data")
+        if external.is_file():
+            size += external.stat().st_size
+        stem = onnx.name[: -len(".onnx")]
+        run.exports.append(
+            ExportInfo(
+                path=onnx,
+                size_bytes=size,
+                bench=_read_json(onnx.with_name(f"{stem}.bench.json"), problems),
+                metrics=_read_json(onnx.with_name(f"{stem}.metrics.json"), problems),
+            )
+        )
+    run.reconstructions = latest_reconstructions(path / "figures")
+    return run
+
+
+def latest_reconstructions(folder: Path) -> list[Path]:
+    """The reconstruction figures of the latest epoch that has any."""
+    if not folder.is_dir():
+        return []
+    by_epoch: dict[int, list[Path]] = {}
+    for item in folder.iterdir():
+        match = _RECONSTRUCTION.match(item.name)
+        if match and item.is_file():
+            by_epoch.setdefault(int(match.group(1)), []).append(item)
+    if not by_epoch:
+        return []
+    return sorted(by_epoch[max(by_epoch)])

@@ -1,0 +1,203 @@
+"""``serenesense report``: files, embedded figures, escaping, numbers equal metrics.json."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from serenesense_cli.cli import app
+from serenesense_cli.report.build import MISSING, build_report, pct
+from serenesense_cli.report.collect import load_run
+from tests.conftest import write_tone_dataset
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Class names that must be escaped: HTML tags, an ampersand, matplotlib's mathtext "$".
+ODD_CLASSES = {"low": "low", "high": "<b>x</b>", "noise": "noise & $x$"}
+
+
+@pytest.fixture(scope="module")
+def odd_prepared(tmp_path_factory) -> Path:
+    """The tone set relabelled through a manifest with hostile class names."""
+    from serenesense_cli.data.prepare import prepare_dataset
+
+    base = tmp_path_factory.mktemp("odd")
+    source = write_tone_dataset(base / "audio", clips_per_class=8, seconds=1.0)
+    with (source / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        for folder, label in ODD_CLASSES.items():
+            for wav in sorted((source / folder).glob("*.wav")):
+                writer.writerow([wav.relative_to(source).as_posix(), label])
+    prepare_dataset([source], base / "prepared", val_fraction=0.25, test_fraction=0.25, seed=0)
+    return base / "prepared"
+
+
+@pytest.fixture(scope="module")
+def runs(odd_prepared, tmp_path_factory) -> dict[str, Path]:
+    """cnn and a one-block tiny AudioMAE, one epoch each, evaluated on the test split;
+    plus a copy of the cnn run that was never evaluated."""
+    from serenesense_cli.evaluate.run import evaluate_model
+    from serenesense_cli.train.config import resolve_train_config
+    from serenesense_cli.train.engine import train
+
+    root = tmp_path_factory.mktemp("report_runs")
+    quick = {"epochs": 1, "batch_size": 8}
+    cnn = train(data=odd_prepared, model="cnn", runs_dir=root, name="cnn", overrides=quick)
+    vit_config = resolve_train_config(
+        "audiomae", overrides=quick, model_args={"size": "tiny", "depth": 1, "drop_path": 0.0}
+    )
+    vit = train(data=odd_prepared, config=vit_config, runs_dir=root, name="vit")
+    for run in (cnn.run_dir, vit.run_dir):
+        evaluate_model(model=run, data=odd_prepared, split="test")
+    bare = root / "train" / "cnn_unevaluated"
+    shutil.copytree(cnn.run_dir, bare)
+    (bare / "metrics.json").unlink()
+    (bare / "predictions.csv").unlink()
+    return {"cnn": cnn.run_dir, "vit": vit.run_dir, "bare": bare}
+
+
+def _table_row(markdown: str, run: str) -> list[str]:
+    """The comparison-table cells of ``run`` in report.md."""
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == run:
+            return cells
+    raise AssertionError(f"no table row for {run}")
+
+
+def test_report_files_figures_escaping_and_numbers(runner, runs, tmp_path):
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app, ["report", str(runs["cnn"]), str(runs["vit"]), "--out", str(out), "--title", "T&T"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(out / "report.html")
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    summary = json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+    # Figures: PNG files, linked from Markdown, embedded (not linked) in HTML.
+    pngs = sorted((out / "figures").glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"comparison.png", "cnn_curves.png", "cnn_confusion.png", "cnn_f1.png"} <= names
+    assert {"vit_curves.png", "vit_confusion.png", "vit_reliability.png"} <= names
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert f"](figures/{png.name})" in markdown
+    assert page.count('src="data:image/png;base64,') == len(pngs)
+    assert "figures/" not in re.sub(r"<(p|li|figcaption)>.*?</\1>", "", page)
+    assert "<script" not in page
+
+    # User strings are escaped everywhere.
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "noise &amp; $x$" in page
+    assert "<title>T&amp;T</title>" in page
+    assert "<b>x</b>" not in markdown and "&lt;b&gt;x&lt;/b&gt;" in markdown
+
+    # Numbers in the report equal metrics.json.
+    for run in ("cnn", "vit"):
+        metrics = json.loads((runs[run] / "metrics.json").read_text())
+        s = metrics["summary"]
+        row = _table_row(markdown, run)
+        assert pct(s["accuracy"]) in row and pct(s["macro_f1"]) in row
+        assert "test split of prepared" in row
+        for value in (s["accuracy"], s["macro_f1"], s["balanced_accuracy"], s["top2_accuracy"]):
+            assert pct(value) in markdown and html.escape(pct(value)) in page
+        for entry in metrics["per_class"]:
+            assert entry["f1"] is None or pct(entry["f1"]) in markdown
+        reported = next(r for r in summary["runs"] if r["run"] == run)
+        assert reported["eval_acc"] == s["accuracy"]
+        assert reported["eval_macro_f1"] == s["macro_f1"]
+        history = list(csv.DictReader((runs[run] / "history.csv").open()))
+        assert reported["training_seconds"] == pytest.approx(
+            sum(float(r["seconds"]) for r in history)
+        )
+        assert reported["latency_p50_ms"] is None  # no bench.json: missing, not 0
+        assert _table_row(markdown, run)[-1] == MISSING
+    assert next(r for r in summary["runs"] if r["run"] == "vit")["model"] == "audiomae (tiny)"
+
+
+def test_run_without_metrics_shows_missing(runs, tmp_path):
+    result = build_report(runs=[runs["bare"]], out=tmp_path / "r")
+    markdown = result.markdown.read_text(encoding="utf-8")
+    row = _table_row(markdown, "cnn_unevaluated")
+    assert row[-4:] == [MISSING] * 4  # eval set, accuracy, macro-F1, latency
+    assert row[2] != MISSING and row[4] != MISSING  # parameters and val acc are there
+    assert "metrics.json: missing" in markdown
+    assert not (tmp_path / "r" / "figures" / "cnn_unevaluated_confusion.png").exists()
+    (entry,) = result.rows
+    assert entry["eval_acc"] is None and entry["parameters"] > 0
+
+
+def test_parameters_and_size_come_from_the_weights_file(runs):
+    from serenesense_cli.models.artifact import load_model
+    from serenesense_cli.models.registry import count_parameters
+
+    for run in ("cnn", "vit"):
+        info = load_run(runs[run])
+        assert info.parameters == count_parameters(load_model(runs[run]).model)
+        assert info.weights_bytes == (runs[run] / "weights" / "best.safetensors").stat().st_size
+
+
+def test_bench_exports_and_pretraining_runs(runs, tmp_path):
+    run = tmp_path / "cnn_bench"
+    shutil.copytree(runs["cnn"], run)
+    bench = {"kind": "torch", "latency_ms": {"p50": 12.4, "p90": 14.0, "p99": 20.5, "max": 22}}
+    (run / "bench.json").write_text(json.dumps({**bench, "peak_rss_mb": 310.4, "threads": 4}))
+    (run / "export").mkdir()
+    (run / "export" / "model.onnx").write_bytes(b"x" * 2_500_000)
+    (run / "export" / "model.int8.onnx").write_bytes(b"x" * 700_000)
+    onnx_bench = {"kind": "onnx", "latency_ms": {"p50": 3.5, "p90": 4, "p99": 5, "max": 6}}
+    (run / "export" / "model.int8.bench.json").write_text(json.dumps(onnx_bench))
+
+    pre = tmp_path / "pretrain" / "mae"
+    (pre / "figures").mkdir(parents=True)
+    (pre / "config.toml").write_text('task = "pretrain"\nmodel = "audiomae"\nepochs = 2\n')
+    (pre / "history.csv").write_text(
+        "epoch,step,train_loss,val_loss,lr,seconds\n1,5,0.9,0.95,0.0001,10\n2,10,0.7,0.8,5e-05,11\n"
+    )
+    for epoch in (1, 2):
+        _tiny_png(pre / "figures" / f"reconstruction_epoch{epoch:03d}.png")
+
+    result = build_report(runs=[run, pre], out=tmp_path / "r")
+    markdown = result.markdown.read_text(encoding="utf-8")
+    assert _table_row(markdown, "cnn_bench")[-1] == "12.4 ms"
+    deploy = [line for line in markdown.splitlines() if "export/model" in line]
+    assert any(
+        "model.int8.onnx" in line and "3.5 ms" in line and "0.70 MB" in line for line in deploy
+    )
+    assert any(
+        "export/model.onnx" in line and "2.50 MB" in line and MISSING in line for line in deploy
+    )
+    assert "## Self-supervised pretraining" in markdown
+    assert "mae_reconstruction_epoch002.png" in markdown
+    assert "reconstruction_epoch001" not in markdown
+    assert (tmp_path / "r" / "figures" / "mae_curves.png").read_bytes()[:8] == PNG_MAGIC
+    pre_row = _table_row(markdown, "mae")
+    assert "0.7000" in pre_row and "0.8000" in pre_row and "21.0 s" in pre_row
+
+
+def _tiny_png(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(path, dpi=40)
+    plt.close(fig)
+
+
+def test_not_a_run_folder_exits_2(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "empty", tmp_path / "absent"):
+        result = runner.invoke(app, ["report", str(target), "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2, result.output
+        assert "not a run folder" in result.stderr
