@@ -105,6 +105,7 @@ def test_static_cnn_through_the_cli_with_accuracy(runner, fp32, tone_prepared, t
     summary = json.loads(as_json.stdout)
     assert summary["mode"] == "static"
     assert summary["split"] == "test" and summary["split_clips"] > 0
+    assert 0.0 <= summary["split_clip_agreement"] <= 1.0
     for key in ("accuracy_fp32", "accuracy_int8", "accuracy_change", "macro_f1_change"):
         assert isinstance(summary[key], float)
     assert "tone" in summary["calibration"] or "prepared set" in summary["calibration"]

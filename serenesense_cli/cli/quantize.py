@@ -107,7 +107,8 @@ def quantize_command(
             f"{result.data['split'] if result.data else split}: accuracy "
             f"{result.accuracy_fp32:.2%} -> {result.accuracy_int8:.2%} "
             f"({100 * result.accuracy_change:+.2f} points), macro-F1 "
-            f"{result.macro_f1_fp32:.3f} -> {result.macro_f1_int8:.3f}"
+            f"{result.macro_f1_fp32:.3f} -> {result.macro_f1_int8:.3f}; same top class for "
+            f"{result.summary()['split_clip_agreement']:.1%} of clips"
         )
     summary = result.summary()
     if output_format is OutputFormat.json:

@@ -98,6 +98,9 @@ class QuantizeResult:
             "quantized_ops": ", ".join(f"{k} {v}" for k, v in self.quantized_ops.items()),
             "split": (self.data or {}).get("split"),
             "split_clips": (self.data or {}).get("clips"),
+            "split_clip_agreement": ((self.data or {}).get("clip_agreement") or {}).get(
+                "top1_agreement"
+            ),
             "accuracy_fp32": self.accuracy_fp32,
             "accuracy_int8": self.accuracy_int8,
             "accuracy_change": self.accuracy_change,
