@@ -387,3 +387,13 @@ def test_torchrun_two_processes_match_one(tone_prepared, tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
     assert not (tmp_path / "runs" / "train" / "ddp2").exists(), "only rank 0 creates the run"
+
+
+def test_a_runs_saved_config_is_reusable(tone_prepared, tmp_path):
+    from serenesense_cli.train.config import resolve_train_config
+
+    run = train(
+        data=tone_prepared, model="cnn", runs_dir=tmp_path, overrides={**QUICK, "max_steps": 1}
+    )
+    config = resolve_train_config("cnn", config_file=run.run_dir / "config.toml")
+    assert config.epochs == 3 and config.batch_size == 8

@@ -7,6 +7,7 @@ pass it to ``serenesense train audiomae --init RUN`` to fine-tune.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -227,6 +228,8 @@ def pretrain_command(
             overrides=overrides if resume is not None else None,
             on_progress=_PretrainProgress(on_progress),
         )
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     for note in result.notes:
         log(f"note: {note}")
     _render_summary(result, output_format)

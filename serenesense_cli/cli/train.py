@@ -6,6 +6,7 @@ flags actually given count. The run folder is the last line on stdout.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -228,6 +229,8 @@ def train_command(
             overrides=overrides if resume is not None else None,
             on_progress=_TrainProgress(on_progress),
         )
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     for note in result.notes:
         log(f"note: {note}")
     _render_summary(result, output_format)

@@ -147,6 +147,8 @@ def resolve_train_config(
     merged_args: dict[str, Any] = {}
     if config_file is not None:
         values = dict(load_toml(config_file))
+        values.pop("data", None)  # a run's saved config.toml records its data set; ignore it
+        values.pop("task", None)
         file_model = values.pop("model", model)
         if file_model != model:
             raise ConfigError(
