@@ -536,12 +536,7 @@ def _train(
                 if config.checkpoint_every and global_step % config.checkpoint_every == 0:
                     partial_sums["seconds"] = elapsed
                     checkpoint(next_epoch=epoch, in_epoch=step_in_epoch, sums=partial_sums)
-                if stop_request.is_set():
-                    stopped = "interrupted"
-                elif config.max_steps and global_step >= config.max_steps:
-                    stopped = "max_steps"
-                elif deadline is not None and time.perf_counter() >= deadline:
-                    stopped = "time_limit"
+                stopped = stop_reason(stop_request, config.max_steps, global_step, deadline)
                 if stopped != "completed":
                     interrupted_mid_epoch = step_in_epoch < steps_per_epoch
                     break
@@ -618,6 +613,19 @@ def _train(
         world_size=context.world,
         notes=notes,
     )
+
+
+def stop_reason(
+    stop_request: _StopRequest, max_steps: int, global_step: int, deadline: float | None
+) -> str:
+    """Why a loop stops after this step ("completed" = go on); shared by train and pretrain."""
+    if stop_request.is_set():
+        return "interrupted"
+    if max_steps and global_step >= max_steps:
+        return "max_steps"
+    if deadline is not None and time.perf_counter() >= deadline:
+        return "time_limit"
+    return "completed"
 
 
 class _StopRequest:

@@ -61,6 +61,7 @@ from serenesense_cli.train.engine import (
     read_history,
     seed_everything,
     set_deterministic,
+    stop_reason,
 )
 from serenesense_cli.train.schedules import warmup_cosine_restarts_lr
 
@@ -624,12 +625,7 @@ def _pretrain(
                 if config.checkpoint_every and global_step % config.checkpoint_every == 0:
                     sums["seconds"] = elapsed
                     checkpoint(next_epoch=epoch, in_epoch=step_in_epoch, partial=sums)
-                if stop_request.is_set():
-                    stopped = "interrupted"
-                elif config.max_steps and global_step >= config.max_steps:
-                    stopped = "max_steps"
-                elif deadline is not None and time.perf_counter() >= deadline:
-                    stopped = "time_limit"
+                stopped = stop_reason(stop_request, config.max_steps, global_step, deadline)
                 if stopped != "completed":
                     mid_epoch = step_in_epoch < steps_per_epoch
                     break
