@@ -16,7 +16,7 @@ import soundfile as sf
 from serenesense_cli.data.scenes import synthesize_scene
 from serenesense_cli.detect.reference import write_loudness_onnx
 
-HEAVY = ("torch", "torchaudio", "timm")
+HEAVY = ("torch", "torchaudio", "timm", "onnx", "sklearn")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,39 @@ def test_int8_onnx_detection_imports_no_torch(scene_wav, tmp_path):
     fp32 = export_onnx(weights, tmp_path / "model.onnx", parity_clips=clips).path
     int8 = quantize_onnx(fp32, tmp_path / "model.int8.onnx", calib_clips=8, agreement_clips=8).path
     # an untrained model scores about 1/3 per class: a low threshold gives events
-    events, stderr = _detect_without_torch(str(path), "--model", str(int8), "--threshold", "0.2")
+    events, stderr = _detect_without_torch(
+        str(path), "--model", str(int8), "--threshold", "0.2", "--no-spin"
+    )
     assert {e["class"] for e in events} == {"a", "b", "c"}
     assert all(e["state"] == "closed" and e["file"] == str(path) for e in events)
     assert "1 file(s), 0 failed" in stderr
+
+
+def test_open_onnx_reads_metadata_from_the_session_and_can_sleep_idle_threads(tmp_path):
+    from serenesense_cli.inference.backends import open_onnx
+
+    model = write_loudness_onnx(tmp_path / "loudness.onnx", floor_dbfs=-60, classes=("a", "b"))
+    spinning = open_onnx(model, threads=2)
+    sleeping = open_onnx(model, threads=2, spin=False)
+    assert spinning.classes == sleeping.classes == ("a", "b")
+    assert sleeping.metadata == spinning.metadata and spinning.metadata["sample_rate"] == 16_000
+    options = sleeping.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
+def test_onnx_without_serenesense_metadata_is_refused_by_name(tmp_path, runner):
+    import onnx
+
+    from serenesense_cli.cli import app
+
+    model = write_loudness_onnx(tmp_path / "loudness.onnx", floor_dbfs=-60)
+    proto = onnx.load(str(model))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, np.zeros(16_000, np.float32), 16_000)
+    result = runner.invoke(app, ["detect", str(wav), "--model", str(bare)])
+    assert result.exit_code != 0
+    assert f"{bare}: this ONNX model has no serenesense metadata" in result.output

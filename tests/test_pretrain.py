@@ -167,6 +167,11 @@ def test_cli_pretrain_writes_the_run_folder_contract(runner, tone_prepared, tmp_
     assert "Pretraining summary" in result.stdout
     assert "val loss" in result.stderr
 
+    evaluated = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(tone_prepared)])
+    assert evaluated.exit_code != 0
+    assert "pretraining checkpoint, not a classifier" in evaluated.output
+    assert "--init" in evaluated.output
+
 
 def test_resumed_run_matches_uninterrupted(tone_prepared, tmp_path):
     config = resolve_pretrain_config(

@@ -193,10 +193,7 @@ def measure_model(
     kind = model_kind(path)
     import_s = _import_runtime(kind)
     started = time.perf_counter()
-    if kind == "onnx" and not settings.spin:
-        backend = open_onnx_without_spinning(path, threads=settings.threads)
-    else:
-        backend = open_backend(path, threads=settings.threads)
+    backend = open_backend(path, threads=settings.threads, spin=settings.spin)
     load_s = time.perf_counter() - started
 
     meta = backend.metadata or {}
@@ -262,35 +259,6 @@ def measure_model(
         "sustained": sustained,
         "profile": settings.profile,
     }
-
-
-def open_onnx_without_spinning(path: Path, *, threads: int) -> Any:
-    """An :class:`~serenesense_cli.inference.backends.OnnxBackend` whose idle threads sleep."""
-    import onnxruntime as ort
-
-    from serenesense_cli.errors import ModelError
-    from serenesense_cli.inference.backends import OnnxBackend, read_onnx_metadata
-
-    meta = read_onnx_metadata(path)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as error:
-        raise ModelError(f"{path}: onnxruntime cannot load this model ({error})") from error
-    rate = int(meta["sample_rate"])
-    return OnnxBackend(
-        path=path,
-        session=session,
-        classes=tuple(meta["classes"]),
-        sample_rate=rate,
-        clip_samples=round(float(meta["clip_seconds"]) * rate),
-        metadata=meta,
-    )
 
 
 def _size_bytes(path: Path) -> int:

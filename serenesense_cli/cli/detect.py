@@ -96,6 +96,15 @@ def detect_command(
     threads: Annotated[
         int | None, _opt("Inference threads.", "--threads", panel=_PANEL_INPUT)
     ] = None,
+    no_spin: Annotated[
+        bool,
+        _opt(
+            "Idle inference threads sleep instead of spinning (.onnx models): less CPU "
+            "between windows, steadier on small or busy machines.",
+            "--no-spin",
+            panel=_PANEL_INPUT,
+        ),
+    ] = False,
     until: Annotated[
         str | None,
         _opt(
@@ -220,7 +229,7 @@ def detect_command(
         min_event_seconds=min_duration,
         pad_start=pad_start,
     )
-    backend = open_backend(model, threads=threads)
+    backend = open_backend(model, threads=threads, spin=not no_spin)
     rules = config.rules_for(tuple(backend.classes))
     if until is not None and until not in backend.classes:
         raise BadInputError(

@@ -32,7 +32,6 @@ SERVICE_USER = "serenesense"
 
 RUNTIME_REQUIREMENTS = (
     "onnxruntime>=1.18",
-    "onnx>=1.16",
     "numpy>=1.26",
     "soundfile>=0.12",
     "sounddevice>=0.4.6",
@@ -41,8 +40,8 @@ RUNTIME_REQUIREMENTS = (
     "platformdirs>=4.0",
 )
 """What ``serenesense detect`` / ``bench`` on an .onnx model import: no torch,
-torchaudio, timm or scikit-learn. ``onnx`` is there because
-``inference.backends.read_onnx_metadata`` reads the model's metadata with it."""
+torchaudio, timm, onnx or scikit-learn (the model's metadata is read from the
+onnxruntime session)."""
 
 
 @dataclass
@@ -109,7 +108,7 @@ Environment=PYTHONUNBUFFERED=1
 Environment=OMP_NUM_THREADS=4
 LogsDirectory=serenesense
 ExecStart={install_dir}/venv/bin/serenesense detect \\
-    --model {install_dir}/{MODEL_FILE} --mic --threads 4 --format jsonl
+    --model {install_dir}/{MODEL_FILE} --mic --threads 4 --no-spin --format jsonl
 # Detections (stdout) are appended to a JSON-lines file; messages (stderr) go to the journal.
 StandardOutput=append:{log_dir}/events.jsonl
 StandardError=journal

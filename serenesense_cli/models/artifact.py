@@ -158,6 +158,11 @@ def load_model(path: str | Path, *, which: str = "best", device: str = "cpu") ->
 
     weights = resolve_weights(path, which=which)
     meta = read_metadata(weights)
+    if meta.get("task") == "pretrain":
+        raise ModelError(
+            f"{weights}: a masked-autoencoder pretraining checkpoint, not a classifier",
+            hint="fine-tune it first: serenesense train audiomae --init RUN --data DIR",
+        )
     model = build_model_from_metadata(meta)
     state = load_file(str(weights), device="cpu")
     missing, unexpected = model.load_state_dict(state, strict=False)
