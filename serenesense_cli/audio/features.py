@@ -70,9 +70,11 @@ def width3_delta(x: torch.Tensor) -> torch.Tensor:
     return (padded[..., 2:] - padded[..., :-2]) * 0.5
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"front-end option {name} must be positive, got {value!r}")
+def _check_positive(**options: float) -> None:
+    """Refuse the first option (in the order given) that is not positive."""
+    for name, value in options.items():
+        if not value > 0:
+            raise ConfigError(f"front-end option {name} must be positive, got {value!r}")
 
 
 def _check_band(sample_rate: int, f_min: float, f_max: float) -> None:
@@ -120,7 +122,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class LogMel(_ConfigMixin, nn.Module):
+class _MelFrontend(_ConfigMixin, nn.Module):
+    """What LogMel and MFCCStack share: the natural log of an HTK power mel
+    spectrogram (periodic Hann window, no filter normalisation) of the clip
+    fitted to its length. They differ in framing (centred or not) and in what
+    follows the log, so that is all each of them writes.
+    """
+
+    def __init__(self, config: dict[str, Any], *, clip_samples: int, center: bool) -> None:
+        """``config``: every constructor argument, typed, for :meth:`config`."""
+        super().__init__()
+        self._store_config(config)
+        self.clip_samples = clip_samples
+        self.log_floor: float = config["log_floor"]
+        self.melspec = torchaudio.transforms.MelSpectrogram(
+            sample_rate=config["sample_rate"],
+            n_fft=config["n_fft"],
+            hop_length=config["hop_length"],
+            f_min=config["f_min"],
+            f_max=config["f_max"],
+            n_mels=config["n_mels"],
+            power=2.0,
+            center=center,
+            pad_mode="reflect",
+            mel_scale="htk",
+            norm=None,
+        )
+
+    def _log_melspec(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``log(mel + log_floor)`` of the fitted clip: ``(B, n_mels, frames)``."""
+        x = fit_to_length(waveform, self.clip_samples)
+        return torch.log(self.melspec(x) + self.log_floor)
+
+
+class LogMel(_MelFrontend):
     """The AudioMAE front end: 10 s -> normalised log-mel ``(B, 1, 128, 128)``.
 
     Power mel spectrogram (periodic Hann window, centred frames with reflect
@@ -170,21 +205,19 @@ class LogMel(_ConfigMixin, nn.Module):
         mean: float = 0.0,
         std: float = 1.0,
     ) -> None:
-        super().__init__()
-        for name, value in (
-            ("sample_rate", sample_rate),
-            ("n_fft", n_fft),
-            ("hop_length", hop_length),
-            ("n_mels", n_mels),
-            ("clip_seconds", clip_seconds),
-            ("log_floor", log_floor),
-            ("std", std),
-        ):
-            _check_positive(name, value)
+        _check_positive(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            clip_seconds=clip_seconds,
+            log_floor=log_floor,
+            std=std,
+        )
         if target_frames is not None:
-            _check_positive("target_frames", target_frames)
+            _check_positive(target_frames=target_frames)
         _check_band(sample_rate, f_min, f_max)
-        self._store_config(
+        super().__init__(
             {
                 "sample_rate": int(sample_rate),
                 "n_fft": int(n_fft),
@@ -197,26 +230,13 @@ class LogMel(_ConfigMixin, nn.Module):
                 "log_floor": float(log_floor),
                 "mean": None,  # read from the buffers in config()
                 "std": None,
-            }
+            },
+            clip_samples=round(clip_seconds * sample_rate),
+            center=True,
         )
-        self.clip_samples = round(clip_seconds * sample_rate)
         self.n_mels = int(n_mels)
         self.n_frames = 1 + self.clip_samples // int(hop_length)  # centred STFT
         self.target_frames = None if target_frames is None else int(target_frames)
-        self.log_floor = float(log_floor)
-        self.melspec = torchaudio.transforms.MelSpectrogram(
-            sample_rate=int(sample_rate),
-            n_fft=int(n_fft),
-            hop_length=int(hop_length),
-            f_min=float(f_min),
-            f_max=float(f_max),
-            n_mels=int(n_mels),
-            power=2.0,
-            center=True,
-            pad_mode="reflect",
-            mel_scale="htk",
-            norm=None,
-        )
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float32))
         self.register_buffer("std", torch.tensor(float(std), dtype=torch.float32))
 
@@ -235,15 +255,14 @@ class LogMel(_ConfigMixin, nn.Module):
 
     def set_normalization(self, mean: float, std: float) -> None:
         """Store data-set statistics (from :func:`compute_normalization_stats`)."""
-        _check_positive("std", std)
+        _check_positive(std=std)
         with torch.no_grad():
             self.mean.fill_(float(mean))
             self.std.fill_(float(std))
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """Un-normalised log-mel ``(B, 1, n_mels, frames)``, already resized."""
-        x = fit_to_length(waveform, self.clip_samples)
-        features = torch.log(self.melspec(x) + self.log_floor).unsqueeze(1)
+        features = self._log_melspec(waveform).unsqueeze(1)
         if self.target_frames is not None and self.target_frames != self.n_frames:
             features = F.interpolate(
                 features,
@@ -258,7 +277,7 @@ class LogMel(_ConfigMixin, nn.Module):
         return (self.log_mel(waveform) - self.mean) / (2.0 * self.std)
 
 
-class MFCCStack(_ConfigMixin, nn.Module):
+class MFCCStack(_MelFrontend):
     """The CNN/CRNN front end: MFCC, delta and delta-delta as 3 channels.
 
     40 MFCCs (DCT-II, orthonormal) of the natural-log power mel spectrum
@@ -299,27 +318,25 @@ class MFCCStack(_ConfigMixin, nn.Module):
         log_floor: float = 1e-6,
         eps: float = 1e-5,
     ) -> None:
-        super().__init__()
-        for name, value in (
-            ("sample_rate", sample_rate),
-            ("n_fft", n_fft),
-            ("hop_length", hop_length),
-            ("n_mels", n_mels),
-            ("n_mfcc", n_mfcc),
-            ("clip_seconds", clip_seconds),
-            ("log_floor", log_floor),
-            ("eps", eps),
-        ):
-            _check_positive(name, value)
+        _check_positive(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            n_mfcc=n_mfcc,
+            clip_seconds=clip_seconds,
+            log_floor=log_floor,
+            eps=eps,
+        )
         _check_band(sample_rate, f_min, f_max)
         if n_mfcc > n_mels:
             raise ConfigError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
-        self.clip_samples = round(clip_seconds * sample_rate)
-        if self.clip_samples < n_fft:
+        clip_samples = round(clip_seconds * sample_rate)
+        if clip_samples < n_fft:
             raise ConfigError(
                 f"clip_seconds={clip_seconds} is shorter than one FFT window ({n_fft} samples)"
             )
-        self._store_config(
+        super().__init__(
             {
                 "sample_rate": int(sample_rate),
                 "n_fft": int(n_fft),
@@ -331,24 +348,13 @@ class MFCCStack(_ConfigMixin, nn.Module):
                 "clip_seconds": float(clip_seconds),
                 "log_floor": float(log_floor),
                 "eps": float(eps),
-            }
+            },
+            clip_samples=clip_samples,
+            center=False,
         )
         self.n_mfcc = int(n_mfcc)
         self.n_frames = 1 + (self.clip_samples - int(n_fft)) // int(hop_length)
-        self.log_floor = float(log_floor)
         self.eps = float(eps)
-        self.melspec = torchaudio.transforms.MelSpectrogram(
-            sample_rate=int(sample_rate),
-            n_fft=int(n_fft),
-            hop_length=int(hop_length),
-            f_min=float(f_min),
-            f_max=float(f_max),
-            n_mels=int(n_mels),
-            power=2.0,
-            center=False,
-            mel_scale="htk",
-            norm=None,
-        )
         # (n_mels, n_mfcc); right-multiplied. torchaudio.transforms.MFCC is not
         # used: its dB conversion clamps to 80 dB below the maximum of the
         # whole *batch*, so one clip's features would depend on its neighbours.
@@ -362,8 +368,7 @@ class MFCCStack(_ConfigMixin, nn.Module):
 
     def mfcc(self, waveform: torch.Tensor) -> torch.Tensor:
         """Raw (not z-scored) MFCCs ``(B, n_mfcc, frames)``."""
-        x = fit_to_length(waveform, self.clip_samples)
-        log_mel = torch.log(self.melspec(x) + self.log_floor)  # (B, n_mels, frames)
+        log_mel = self._log_melspec(waveform)  # (B, n_mels, frames)
         return torch.matmul(log_mel.transpose(1, 2), self.dct).transpose(1, 2)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:

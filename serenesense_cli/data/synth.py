@@ -71,6 +71,20 @@ class SynthSummary:
 
 
 @dataclass(frozen=True)
+class _Settings:
+    """Everything the written files depend on (the worker count does not change them):
+    checked, planned and recorded in the README from this one record."""
+
+    clips_per_class: int
+    videos_per_class: int
+    test_videos_per_class: int
+    seed: int
+    min_seconds: float
+    max_seconds: float
+    sample_rate: int
+
+
+@dataclass(frozen=True)
 class _Clip:
     """One clip to make: where it goes and the seeds that determine it."""
 
@@ -114,7 +128,7 @@ def synthesize_dataset(
     Refuses a non-empty ``out_dir`` unless it is an earlier synthetic set,
     which is then replaced whole.
     """
-    _validate(
+    settings = _Settings(
         clips_per_class=clips_per_class,
         videos_per_class=videos_per_class,
         test_videos_per_class=test_videos_per_class,
@@ -122,19 +136,11 @@ def synthesize_dataset(
         min_seconds=min_seconds,
         max_seconds=max_seconds,
         sample_rate=sample_rate,
-        workers=workers,
     )
+    _validate(settings, workers=workers)
     root = Path(out_dir).expanduser().resolve()  # a symlinked folder: write its target
     _check_target(root)
-    plan = _plan(
-        clips_per_class=clips_per_class,
-        videos_per_class=videos_per_class,
-        test_videos_per_class=test_videos_per_class,
-        seed=seed,
-        min_seconds=min_seconds,
-        max_seconds=max_seconds,
-        sample_rate=sample_rate,
-    )
+    plan = _plan(settings)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = _fresh_sibling(root, "synth")
@@ -149,18 +155,7 @@ def synthesize_dataset(
         for folder in _SPLIT_FOLDERS.values():  # the same tree even with an empty split
             (staging / folder).mkdir(exist_ok=True)
         _write_csvs(staging, plan)
-        write_text_atomic(
-            staging / "README.txt",
-            _readme(
-                seed=seed,
-                clips_per_class=clips_per_class,
-                videos_per_class=videos_per_class,
-                test_videos_per_class=test_videos_per_class,
-                min_seconds=min_seconds,
-                max_seconds=max_seconds,
-                sample_rate=sample_rate,
-            ),
-        )
+        write_text_atomic(staging / "README.txt", _readme(settings))
         _swap_into_place(staging, root)
     except OSError as error:
         raise SereneSenseError(
@@ -191,58 +186,47 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _validate(
-    *,
-    clips_per_class: int,
-    videos_per_class: int,
-    test_videos_per_class: int,
-    seed: int,
-    min_seconds: float,
-    max_seconds: float,
-    sample_rate: int,
-    workers: int | None,
-) -> None:
+def _validate(settings: _Settings, *, workers: int | None) -> None:
     """Check every argument up front, so a bad one fails before any work is done."""
-    for name, value in (
-        ("clips_per_class", clips_per_class),
-        ("videos_per_class", videos_per_class),
-        ("test_videos_per_class", test_videos_per_class),
-        ("seed", seed),
-        ("sample_rate", sample_rate),
-    ):
+    whole = ("clips_per_class", "videos_per_class", "test_videos_per_class", "seed", "sample_rate")
+    for name in whole:
+        value = getattr(settings, name)
         if not _is_int(value):
             raise BadInputError(f"{name} must be a whole number, not {value!r}")
-    if videos_per_class < 1:
-        raise BadInputError(f"videos_per_class must be at least 1, not {videos_per_class}")
-    if not 0 <= test_videos_per_class < videos_per_class:
+    clips, videos = settings.clips_per_class, settings.videos_per_class
+    test_videos = settings.test_videos_per_class
+    if videos < 1:
+        raise BadInputError(f"videos_per_class must be at least 1, not {videos}")
+    if not 0 <= test_videos < videos:
         raise BadInputError(
             f"test_videos_per_class must be between 0 and videos_per_class - 1 "
-            f"({videos_per_class - 1}), not {test_videos_per_class}",
+            f"({videos - 1}), not {test_videos}",
             hint="every class needs at least one training video; 0 leaves the test split empty",
         )
-    if clips_per_class < videos_per_class:
+    if clips < videos:
         raise BadInputError(
-            f"clips_per_class ({clips_per_class}) must be at least videos_per_class "
-            f"({videos_per_class})",
+            f"clips_per_class ({clips}) must be at least videos_per_class ({videos})",
             hint="every video needs at least one clip; raise clips_per_class or lower "
             "videos_per_class",
         )
-    if seed < 0:
-        raise BadInputError(f"seed must be 0 or more, not {seed}")
-    for name, value in (("min_seconds", min_seconds), ("max_seconds", max_seconds)):
+    if settings.seed < 0:
+        raise BadInputError(f"seed must be 0 or more, not {settings.seed}")
+    for name in ("min_seconds", "max_seconds"):
+        value = getattr(settings, name)
         if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool):
             raise BadInputError(f"{name} must be a number of seconds, not {value!r}")
         if not math.isfinite(value):
             raise BadInputError(f"{name} must be a finite number of seconds, not {value}")
-    if not MIN_CLIP_SECONDS <= min_seconds <= max_seconds <= MAD_MAX_SECONDS:
+    lo, hi = settings.min_seconds, settings.max_seconds
+    if not MIN_CLIP_SECONDS <= lo <= hi <= MAD_MAX_SECONDS:
         raise BadInputError(
             f"clip lengths must satisfy {MIN_CLIP_SECONDS} <= min_seconds <= max_seconds <= "
-            f"{MAD_MAX_SECONDS:g} (MAD's longest clip); got min_seconds={min_seconds:g}, "
-            f"max_seconds={max_seconds:g}",
+            f"{MAD_MAX_SECONDS:g} (MAD's longest clip); got min_seconds={lo:g}, "
+            f"max_seconds={hi:g}",
         )
-    if not 8000 <= sample_rate <= 192000:
+    if not 8000 <= settings.sample_rate <= 192000:
         raise BadInputError(
-            f"sample_rate must be between 8000 and 192000 Hz, not {sample_rate}",
+            f"sample_rate must be between 8000 and 192000 Hz, not {settings.sample_rate}",
             hint="MAD and every serenesense model use 16000",
         )
     if workers is not None and (not _is_int(workers) or workers < 1):
@@ -285,25 +269,20 @@ def is_synth_output(path: str | Path) -> bool:
 # --------------------------------------------------------------------------- plan
 
 
-def _plan(
-    *,
-    clips_per_class: int,
-    videos_per_class: int,
-    test_videos_per_class: int,
-    seed: int,
-    min_seconds: float,
-    max_seconds: float,
-    sample_rate: int,
-) -> list[_Clip]:
-    """Every clip to write, in CSV order; depends only on the arguments."""
-    layout = np.random.default_rng([seed, _LAYOUT])
+def _plan(settings: _Settings) -> list[_Clip]:
+    """Every clip to write, in CSV order; depends only on ``settings``."""
+    videos_per_class = settings.videos_per_class
+    test_videos_per_class = settings.test_videos_per_class
+    layout = np.random.default_rng([settings.seed, _LAYOUT])
     n_videos = len(MAD_CLASSES) * videos_per_class
     ids = layout.permutation(n_videos)  # ids say nothing about class or split
     clips: list[_Clip] = []
     for class_index in range(len(MAD_CLASSES)):
         # MAD's videos give very different numbers of clips: spread unevenly.
         weights = layout.gamma(2.0, size=videos_per_class)
-        extra = layout.multinomial(clips_per_class - videos_per_class, weights / weights.sum())
+        extra = layout.multinomial(
+            settings.clips_per_class - videos_per_class, weights / weights.sum()
+        )
         for video_index in range(videos_per_class):
             split = "test" if video_index >= videos_per_class - test_videos_per_class else "train"
             video_id = int(ids[class_index * videos_per_class + video_index])
@@ -314,10 +293,10 @@ def _plan(
                     class_index=class_index,
                     video_index=video_index,
                     clip_index=clip_index,
-                    seed=seed,
-                    min_seconds=float(min_seconds),
-                    max_seconds=float(max_seconds),
-                    sample_rate=sample_rate,
+                    seed=settings.seed,
+                    min_seconds=float(settings.min_seconds),
+                    max_seconds=float(settings.max_seconds),
+                    sample_rate=settings.sample_rate,
                 )
                 for clip_index in range(1 + int(extra[video_index]))
             )
@@ -414,16 +393,7 @@ def _write_csvs(root: Path, plan: list[_Clip]) -> None:
         write_text_atomic(root / _CSV_OF_SPLIT[split], buffer.getvalue())
 
 
-def _readme(
-    *,
-    seed: int,
-    clips_per_class: int,
-    videos_per_class: int,
-    test_videos_per_class: int,
-    min_seconds: float,
-    max_seconds: float,
-    sample_rate: int,
-) -> str:
+def _readme(settings: _Settings) -> str:
     """A deterministic description (no dates), so reruns stay byte-identical."""
     classes = ", ".join(f"{i} {name}" for i, name in enumerate(MAD_CLASSES))
     return (
@@ -440,12 +410,13 @@ def _readme(
         "appear in training.\n"
         "\n"
         f"generator version: {GENERATOR_VERSION}\n"
-        f"seed: {seed}\n"
+        f"seed: {settings.seed}\n"
         f"classes (label order): {classes}\n"
-        f"clips per class: {clips_per_class}\n"
-        f"videos per class: {videos_per_class} ({test_videos_per_class} held out for test)\n"
-        f"clip length: {min_seconds:g}-{max_seconds:g} s\n"
-        f"audio: {sample_rate} Hz mono PCM_16 WAV\n"
+        f"clips per class: {settings.clips_per_class}\n"
+        f"videos per class: {settings.videos_per_class} "
+        f"({settings.test_videos_per_class} held out for test)\n"
+        f"clip length: {settings.min_seconds:g}-{settings.max_seconds:g} s\n"
+        f"audio: {settings.sample_rate} Hz mono PCM_16 WAV\n"
         "\n"
         "Running the same command again with the same settings writes identical files.\n"
         "serenesense replaces this folder whole when asked to synthesise into it again.\n"

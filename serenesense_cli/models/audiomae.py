@@ -9,13 +9,15 @@ so masked-autoencoder pretraining and timm/AudioMAE checkpoints map onto it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from serenesense_cli.audio.features import LogMel, SpecAugment
+from serenesense_cli.audio.features import LogMel
 from serenesense_cli.errors import ModelError
+from serenesense_cli.models.blocks import spec_augment
 from serenesense_cli.models.registry import AudioClassifier, register_model
 
 VIT_SIZES: dict[str, dict[str, int]] = {
@@ -24,6 +26,23 @@ VIT_SIZES: dict[str, dict[str, int]] = {
     "base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
 }
 """Encoder widths per size name (ViT-Ti/S/B)."""
+
+
+def with_overrides(defaults: Mapping[str, Any], **overrides: int | None) -> dict[str, Any]:
+    """``defaults`` plus each override that was given (``None`` keeps the default), as int.
+
+    Size presets (encoder widths, decoder sizes) take per-argument overrides
+    this way, and recorded arguments list only the overrides that were set.
+    """
+    merged = dict(defaults)
+    merged.update({key: int(value) for key, value in overrides.items() if value is not None})
+    return merged
+
+
+def check_vit_size(size: str) -> None:
+    """Refuse a size name that is not in :data:`VIT_SIZES`."""
+    if size not in VIT_SIZES:
+        raise ModelError(f"unknown AudioMAE size {size!r}; choose from {', '.join(VIT_SIZES)}")
 
 
 def build_vit_encoder(
@@ -39,12 +58,8 @@ def build_vit_encoder(
     """A timm ViT without classifier (``num_classes=0``): returns the CLS feature."""
     from timm.models.vision_transformer import VisionTransformer
 
-    if size not in VIT_SIZES:
-        raise ModelError(f"unknown AudioMAE size {size!r}; choose from {', '.join(VIT_SIZES)}")
-    dims = dict(VIT_SIZES[size])
-    for key, value in (("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
-        if value is not None:
-            dims[key] = int(value)
+    check_vit_size(size)
+    dims = with_overrides(VIT_SIZES[size], embed_dim=embed_dim, depth=depth, num_heads=num_heads)
     return VisionTransformer(
         img_size=tuple(input_size),
         patch_size=patch_size,
@@ -59,6 +74,42 @@ def build_vit_encoder(
         drop_path_rate=drop_path,
         **dims,
     )
+
+
+def build_logmel_vit(
+    *,
+    size: str,
+    clip_seconds: float,
+    sample_rate: int,
+    n_mels: int,
+    target_frames: int,
+    patch_size: int,
+    drop_path: float,
+    embed_dim: int | None = None,
+    depth: int | None = None,
+    num_heads: int | None = None,
+) -> tuple[LogMel, nn.Module]:
+    """The log-mel front end and ViT encoder for one input geometry.
+
+    The classifier and the masked autoencoder both build theirs here, so
+    pretrained ``frontend.*``/``encoder.*`` weights load into a classifier key for key.
+    """
+    frontend = LogMel(
+        sample_rate=sample_rate,
+        clip_seconds=clip_seconds,
+        n_mels=n_mels,
+        target_frames=target_frames,
+    )
+    encoder = build_vit_encoder(
+        size=size,
+        input_size=(n_mels, target_frames),
+        patch_size=patch_size,
+        drop_path=drop_path,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+    )
+    return frontend, encoder
 
 
 class AudioMAEClassifier(AudioClassifier):
@@ -87,27 +138,21 @@ class AudioMAEClassifier(AudioClassifier):
         super().__init__(
             num_classes=num_classes, sample_rate=sample_rate, clip_seconds=clip_seconds
         )
-        self.frontend = LogMel(
-            sample_rate=sample_rate,
+        frontend, encoder = build_logmel_vit(
+            size=size,
             clip_seconds=clip_seconds,
+            sample_rate=sample_rate,
             n_mels=n_mels,
             target_frames=target_frames,
-        )
-        self.augment = SpecAugment(
-            freq_masks=freq_masks,
-            freq_width=freq_mask_width,
-            time_masks=time_masks,
-            time_width=time_mask_width,
-        )
-        self.encoder = build_vit_encoder(
-            size=size,
-            input_size=(n_mels, target_frames),
             patch_size=patch_size,
             drop_path=drop_path,
             embed_dim=embed_dim,
             depth=depth,
             num_heads=num_heads,
         )
+        self.frontend = frontend  # modules in the order frontend, augment, encoder
+        self.augment = spec_augment(freq_masks, freq_mask_width, time_masks, time_mask_width)
+        self.encoder = encoder
         width = int(self.encoder.embed_dim)
         self.head = nn.Sequential(
             nn.Linear(width, width),

@@ -10,23 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from serenesense_cli.audio.features import MFCCStack, SpecAugment
+from serenesense_cli.audio.features import MFCCStack
+from serenesense_cli.models.blocks import conv_stack, mlp_head, spec_augment
 from serenesense_cli.models.registry import AudioClassifier, register_model
-
-
-def conv_block(
-    in_channels: int, out_channels: int, *, pool: tuple[int, int], dropout: float
-) -> nn.Sequential:
-    """Conv 3x3 + BatchNorm + ReLU + MaxPool + Dropout (shared with the CRNN)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(pool),
-        nn.Dropout(dropout),
-    )
 
 
 class CNNMFCC(AudioClassifier):
@@ -51,23 +38,9 @@ class CNNMFCC(AudioClassifier):
             num_classes=num_classes, sample_rate=sample_rate, clip_seconds=clip_seconds
         )
         self.frontend = MFCCStack(sample_rate=sample_rate, clip_seconds=clip_seconds)
-        self.augment = SpecAugment(
-            freq_masks=freq_masks,
-            freq_width=freq_mask_width,
-            time_masks=time_masks,
-            time_width=time_mask_width,
-        )
-        blocks, in_ch = [], 3
-        for out_ch, p in zip(channels, dropouts, strict=True):
-            blocks.append(conv_block(in_ch, out_ch, pool=(2, 2), dropout=p))
-            in_ch = out_ch
-        self.body = nn.Sequential(*blocks)
-        self.head = nn.Sequential(
-            nn.Linear(in_ch, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(head_dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.augment = spec_augment(freq_masks, freq_mask_width, time_masks, time_mask_width)
+        self.body, width = conv_stack(channels, dropouts, pool=(2, 2))
+        self.head = mlp_head(width, hidden, head_dropout, num_classes)
 
     def classify_features(self, features: torch.Tensor) -> torch.Tensor:
         x = self.body(features)

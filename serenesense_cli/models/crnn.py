@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from serenesense_cli.audio.features import MFCCStack, SpecAugment
-from serenesense_cli.models.cnn import conv_block
+from serenesense_cli.audio.features import MFCCStack
+from serenesense_cli.models.blocks import conv_stack, mlp_head, spec_augment
 from serenesense_cli.models.registry import AudioClassifier, register_model
 
 
@@ -42,28 +42,15 @@ class CRNNMFCC(AudioClassifier):
             num_classes=num_classes, sample_rate=sample_rate, clip_seconds=clip_seconds
         )
         self.frontend = MFCCStack(sample_rate=sample_rate, clip_seconds=clip_seconds)
-        self.augment = SpecAugment(
-            freq_masks=freq_masks,
-            freq_width=freq_mask_width,
-            time_masks=time_masks,
-            time_width=time_mask_width,
-        )
-        blocks, in_ch, freq = [], 3, n_mfcc
-        for out_ch, p in zip(channels, dropouts, strict=True):
-            blocks.append(conv_block(in_ch, out_ch, pool=(2, 1), dropout=p))
-            in_ch, freq = out_ch, freq // 2
-        self.body = nn.Sequential(*blocks)
-        lstms, width = [], in_ch * freq
+        self.augment = spec_augment(freq_masks, freq_mask_width, time_masks, time_mask_width)
+        self.body, body_channels = conv_stack(channels, dropouts, pool=(2, 1))
+        freq = n_mfcc // 2 ** len(self.body)  # each block's (2, 1) pool halves the coefficients
+        lstms, width = [], body_channels * freq
         for size in lstm_sizes:
             lstms.append(nn.LSTM(width, size, batch_first=True, bidirectional=True))
             width = 2 * size
         self.lstms = nn.ModuleList(lstms)
-        self.head = nn.Sequential(
-            nn.Linear(2 * width, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(head_dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.head = mlp_head(2 * width, hidden, head_dropout, num_classes)
 
     def classify_features(self, features: torch.Tensor) -> torch.Tensor:
         x = self.body(features)  # (B, C, F, T)

@@ -1,7 +1,7 @@
 """Masked-autoencoder pretraining of the AudioMAE encoder (after Huang et al., 2022).
 
 The encoder is exactly the one the ``audiomae`` classifier uses (a timm
-``VisionTransformer`` from :func:`build_vit_encoder`), held under the same
+``VisionTransformer`` from :func:`build_logmel_vit`), held under the same
 attribute name ``encoder`` with the same ``frontend``, so the pretrained
 weights load into a classifier key for key (``--init``). Pretraining adds a
 light transformer decoder that sees the encoded visible patches plus mask
@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from serenesense_cli.audio.features import LogMel
 from serenesense_cli.errors import ConfigError, ModelError
-from serenesense_cli.models.audiomae import VIT_SIZES, build_vit_encoder
+from serenesense_cli.models.audiomae import build_logmel_vit, check_vit_size, with_overrides
 
 MAE_MODEL_NAME = "audiomae-mae"
 """Model name in the metadata of pretraining checkpoints (not a classifier)."""
@@ -124,8 +123,7 @@ class MaskedAutoencoder(nn.Module):
         norm_pix_loss: bool = True,
     ) -> None:
         super().__init__()
-        if size not in VIT_SIZES:
-            raise ModelError(f"unknown AudioMAE size {size!r}; choose from {', '.join(VIT_SIZES)}")
+        check_vit_size(size)
         if mask_mode not in MASK_MODES:
             raise ConfigError(
                 f"mask_mode must be one of {', '.join(MASK_MODES)}, not {mask_mode!r}"
@@ -137,14 +135,12 @@ class MaskedAutoencoder(nn.Module):
                 f"n_mels ({n_mels}) and target_frames ({target_frames}) must be multiples "
                 f"of patch_size ({patch_size})"
             )
-        decoder = dict(DECODER_SIZES[size])
-        for key, value in (
-            ("decoder_depth", decoder_depth),
-            ("decoder_dim", decoder_dim),
-            ("decoder_heads", decoder_heads),
-        ):
-            if value is not None:
-                decoder[key] = int(value)
+        decoder = with_overrides(
+            DECODER_SIZES[size],
+            decoder_depth=decoder_depth,
+            decoder_dim=decoder_dim,
+            decoder_heads=decoder_heads,
+        )
         self.sample_rate = int(sample_rate)
         self.clip_seconds = float(clip_seconds)
         self.patch_size = int(patch_size)
@@ -152,17 +148,19 @@ class MaskedAutoencoder(nn.Module):
         self.mask_ratio = float(mask_ratio)
         self.mask_mode = mask_mode
         self.norm_pix_loss = bool(norm_pix_loss)
-        self.encoder_args: dict[str, Any] = {
-            "size": size,
-            "clip_seconds": float(clip_seconds),
-            "sample_rate": int(sample_rate),
-            "n_mels": int(n_mels),
-            "target_frames": int(target_frames),
-            "patch_size": int(patch_size),
-        }
-        for key, value in (("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
-            if value is not None:
-                self.encoder_args[key] = int(value)
+        self.encoder_args: dict[str, Any] = with_overrides(
+            {
+                "size": size,
+                "clip_seconds": float(clip_seconds),
+                "sample_rate": int(sample_rate),
+                "n_mels": int(n_mels),
+                "target_frames": int(target_frames),
+                "patch_size": int(patch_size),
+            },
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+        )
         self.model_args: dict[str, Any] = {
             **self.encoder_args,
             "drop_path": float(drop_path),
@@ -172,21 +170,8 @@ class MaskedAutoencoder(nn.Module):
             "norm_pix_loss": self.norm_pix_loss,
         }
 
-        self.frontend = LogMel(
-            sample_rate=sample_rate,
-            clip_seconds=clip_seconds,
-            n_mels=n_mels,
-            target_frames=target_frames,
-        )
-        self.encoder = build_vit_encoder(
-            size=size,
-            input_size=(n_mels, target_frames),
-            patch_size=patch_size,
-            drop_path=drop_path,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-        )
+        # built from the recorded encoder arguments: what ``--init`` rebuilds
+        self.frontend, self.encoder = build_logmel_vit(drop_path=drop_path, **self.encoder_args)
         width = int(self.encoder.embed_dim)
         num_patches = self.grid[0] * self.grid[1]
         dec_dim = decoder["decoder_dim"]
