@@ -57,6 +57,15 @@ def test_reference_input_shapes():
     assert crnn.frontend(torch.zeros(1, crnn.clip_samples)).shape == (1, 3, 40, 124)
 
 
+def test_crnn_n_mfcc_sizes_its_front_end_and_its_lstm_alike():
+    crnn = create_model("crnn", num_classes=3, n_mfcc=24, clip_seconds=1.0).eval()
+    waves = torch.randn(2, crnn.clip_samples) * 0.1
+    assert crnn.frontend(waves).shape[1:3] == (3, 24)
+    assert crnn.lstms[0].input_size == 192 * 3  # 24 coefficients pooled three times by 2
+    with torch.no_grad():
+        assert crnn(waves).shape == (2, 3)
+
+
 def test_audiomae_base_is_vit_b16():
     model = create_model("audiomae", num_classes=7)
     assert 85_000_000 <= model.encoder_parameters() <= 86_000_000
