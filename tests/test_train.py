@@ -397,3 +397,12 @@ def test_a_runs_saved_config_is_reusable(tone_prepared, tmp_path):
     )
     config = resolve_train_config("cnn", config_file=run.run_dir / "config.toml")
     assert config.epochs == 3 and config.batch_size == 8
+
+
+def test_the_global_batch_must_split_evenly_over_processes():
+    from serenesense_cli.errors import BadInputError
+    from serenesense_cli.train.distributed import DistContext, local_batch_size
+
+    assert local_batch_size(8, DistContext(world=2)) == 4
+    with pytest.raises(BadInputError, match="not divisible by the 3 processes"):
+        local_batch_size(8, DistContext(world=3))

@@ -7,9 +7,10 @@ the model's recipe < ``--config`` TOML < flags given on the command line.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from serenesense_cli.config import load_toml, merge_config, to_toml
 from serenesense_cli.errors import ConfigError
@@ -19,6 +20,47 @@ SCHEDULERS = ("plateau", "warmup_cosine_restarts", "constant")
 SELECT_METRICS = ("macro_f1", "accuracy", "loss")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+_C = TypeVar("_C", bound="TrainConfig | PretrainConfig")
+
+_Check = tuple[bool, str]
+"""One validation rule: (value is fine, message naming the setting)."""
+
+_SHARED_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: v >= 1, "epochs must be >= 1"),
+    "batch_size": (lambda v: v >= 1, "batch_size must be >= 1"),
+    "lr": (lambda v: v > 0, "lr must be > 0"),
+    "grad_clip": (lambda v: v >= 0, "grad_clip must be >= 0 (0 = off)"),
+    "precision": (lambda v: v in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+    "device": (lambda v: v in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
+    "workers": (lambda v: v >= 0, "workers must be >= 0"),
+    "betas": (lambda v: len(v) == 2, "betas must hold two numbers"),
+}
+"""Rules that training and pretraining settings share, so their messages cannot drift."""
+
+
+def _shared_checks(config: Any, *names: str) -> list[_Check]:
+    """The shared rules for the settings ``names`` of ``config``, in that order."""
+    return [(_SHARED_RULES[n][0](getattr(config, n)), _SHARED_RULES[n][1]) for n in names]
+
+
+def _one_of(value: Any, name: str, options: tuple[str, ...]) -> _Check:
+    """A rule that ``value`` is one of ``options``."""
+    return value in options, f"{name} must be one of {', '.join(options)}"
+
+
+def _raise_first_failure(checks: list[_Check], what: str) -> None:
+    """Raise a ConfigError for the first failed rule (``what``: training, pretraining)."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"invalid {what} setting: {message}")
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a plain dict (tuples as lists) for TOML/JSON."""
+    out = dataclasses.asdict(config)
+    out["betas"] = list(config.betas)
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,36 +106,25 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Reject impossible values with a message that names the setting."""
         checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}"),
-            (
-                self.select_metric in SELECT_METRICS,
-                f"select_metric must be one of {', '.join(SELECT_METRICS)}",
-            ),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
+            *_shared_checks(self, "epochs", "batch_size", "lr"),
+            _one_of(self.optimizer, "optimizer", OPTIMIZERS),
+            _one_of(self.scheduler, "scheduler", SCHEDULERS),
+            _one_of(self.select_metric, "select_metric", SELECT_METRICS),
+            *_shared_checks(self, "precision", "device"),
             (0.0 <= self.mix_prob <= 1.0, "mix_prob must be within [0, 1]"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be within [0, 1)"),
-            (self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)"),
-            (self.workers >= 0, "workers must be >= 0"),
+            *_shared_checks(self, "grad_clip", "workers"),
             (self.restart_epochs >= 1, "restart_epochs must be >= 1"),
             (self.restart_mult >= 1, "restart_mult must be >= 1"),
-            (len(self.betas) == 2, "betas must hold two numbers"),
+            *_shared_checks(self, "betas"),
             (0.0 < self.layer_decay <= 1.0, "layer_decay must be within (0, 1] (1 = off)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"invalid training setting: {message}")
+        _raise_first_failure(checks, "training")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for TOML/JSON."""
-        out = dataclasses.asdict(self)
-        out["betas"] = list(self.betas)
-        return out
+        return _config_dict(self)
 
     def to_toml(self) -> str:
         """The resolved config as TOML, loadable again with ``--config``."""
@@ -143,23 +174,49 @@ def resolve_train_config(
     model_args: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """Recipe < config file < flags; ``model_args`` merge the same way."""
-    config = recipe(model)
-    merged_args: dict[str, Any] = {}
+    values = None
     if config_file is not None:
         values = dict(load_toml(config_file))
-        values.pop("data", None)  # a run's saved config.toml records its data set; ignore it
         values.pop("task", None)
-        file_model = values.pop("model", model)
+    return _layered(
+        recipe(model),
+        model,
+        file_values=values,
+        config_file=config_file,
+        overrides=overrides,
+        model_args=model_args,
+        mismatch_hint="remove the `model` key or train the model it names",
+    )
+
+
+def _layered(
+    config: _C,
+    model: str,
+    *,
+    file_values: dict[str, Any] | None,
+    config_file: str | Path | None,
+    overrides: dict[str, Any] | None,
+    model_args: dict[str, Any] | None,
+    mismatch_hint: str | None,
+) -> _C:
+    """``config`` < the config file's values < flags; ``[model_args]`` merge the same way.
+
+    A run's saved ``config.toml`` records its data set; that entry is ignored.
+    """
+    merged_args: dict[str, Any] = {}
+    if file_values is not None:
+        file_values.pop("data", None)
+        file_model = file_values.pop("model", model)
         if file_model != model:
             raise ConfigError(
                 f"{config_file}: config is for model {file_model!r}, not {model!r}",
-                hint="remove the `model` key or train the model it names",
+                hint=mismatch_hint,
             )
-        file_args = values.pop("model_args", {}) or {}
+        file_args = file_values.pop("model_args", {}) or {}
         if not isinstance(file_args, dict):
             raise ConfigError(f"{config_file}: [model_args] must be a table")
         merged_args.update(file_args)
-        config = merge_config(config, values, where=str(config_file))
+        config = merge_config(config, file_values, where=str(config_file))
     if overrides:
         config = merge_config(config, overrides, where="command line")
     merged_args.update(model_args or {})
@@ -211,34 +268,22 @@ class PretrainConfig:
         checks = [
             (self.model == "audiomae", "only the audiomae encoder can be pretrained"),
             (0.0 < self.mask_ratio < 1.0, "mask_ratio must be within (0, 1)"),
-            (
-                self.mask_mode in PRETRAIN_MASK_MODES,
-                f"mask_mode must be one of {', '.join(PRETRAIN_MASK_MODES)}",
-            ),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
+            _one_of(self.mask_mode, "mask_mode", PRETRAIN_MASK_MODES),
+            *_shared_checks(self, "epochs", "batch_size", "lr"),
             (self.min_lr >= 0, "min_lr must be >= 0"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
-            (self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)"),
+            *_shared_checks(self, "grad_clip"),
             (0.0 <= self.val_fraction < 1.0, "val_fraction must be within [0, 1)"),
             (self.figure_every >= 0, "figure_every must be >= 0 (0 = only at the end)"),
             (1 <= self.figure_clips <= 8, "figure_clips must be within 1..8"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
-            (self.workers >= 0, "workers must be >= 0"),
-            (len(self.betas) == 2, "betas must hold two numbers"),
+            *_shared_checks(self, "precision", "device", "workers", "betas"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"invalid pretraining setting: {message}")
+        _raise_first_failure(checks, "pretraining")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for TOML/JSON."""
-        out = dataclasses.asdict(self)
-        out["betas"] = list(self.betas)
-        return out
+        return _config_dict(self)
 
 
 def resolve_pretrain_config(
@@ -250,8 +295,7 @@ def resolve_pretrain_config(
 ) -> PretrainConfig:
     """Defaults < config file < flags, as for training. A saved pretraining
     ``config.toml`` works as a config file (its ``task`` and ``data`` are skipped)."""
-    config = PretrainConfig(model=model)
-    merged_args: dict[str, Any] = {}
+    values = None
     if config_file is not None:
         values = dict(load_toml(config_file))
         task = values.pop("task", "pretrain")
@@ -260,16 +304,12 @@ def resolve_pretrain_config(
                 f"{config_file}: config is for task {task!r}, not pretraining",
                 hint="use a config written for `serenesense pretrain`",
             )
-        values.pop("data", None)
-        file_model = values.pop("model", model)
-        if file_model != model:
-            raise ConfigError(f"{config_file}: config is for model {file_model!r}, not {model!r}")
-        file_args = values.pop("model_args", {}) or {}
-        if not isinstance(file_args, dict):
-            raise ConfigError(f"{config_file}: [model_args] must be a table")
-        merged_args.update(file_args)
-        config = merge_config(config, values, where=str(config_file))
-    if overrides:
-        config = merge_config(config, overrides, where="command line")
-    merged_args.update(model_args or {})
-    return dataclasses.replace(config, model=model, model_args=merged_args).validate()
+    return _layered(
+        PretrainConfig(model=model),
+        model,
+        file_values=values,
+        config_file=config_file,
+        overrides=overrides,
+        model_args=model_args,
+        mismatch_hint=None,
+    )

@@ -8,13 +8,18 @@ interrupted run resumes exactly, DataLoader workers need no seeding, and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from serenesense_cli.data.cache import PreparedSet
+from serenesense_cli.train.config import PretrainConfig, TrainConfig
+from serenesense_cli.train.distributed import DistContext, local_batch_size
 
 
 def fit_length(wave: np.ndarray, length: int, *, start: int = 0) -> np.ndarray:
@@ -132,3 +137,40 @@ def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     present = counts > 0
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return torch.from_numpy(weights)
+
+
+@dataclass
+class EpochData:
+    """A run's training data as the shared loop (``train/loop.py``) consumes it."""
+
+    train_set: Any
+    """Has ``set_epoch(epoch)``: random windows are seeded per epoch."""
+    loader: DataLoader
+    sampler: EpochSampler
+    local_batch: int
+    """This process's share of the global batch."""
+    steps_per_epoch: int
+    loader_args: dict[str, Any]
+    """Worker and pinning options, for the task's validation loader too."""
+
+
+def epoch_data(
+    train_set: Any, config: TrainConfig | PretrainConfig, context: DistContext
+) -> EpochData:
+    """Split the global batch over the processes and build the training loader.
+
+    The loader has its own generator: creating a loader iterator must not draw
+    from the global RNG, or a resumed run would see different dropout/augmentation draws.
+    """
+    local_batch = local_batch_size(config.batch_size, context)
+    loader_args = {"num_workers": config.workers, "pin_memory": context.device.type == "cuda"}
+    sampler = EpochSampler(len(train_set), seed=config.seed, rank=context.rank, world=context.world)
+    loader = DataLoader(
+        train_set,
+        batch_size=local_batch,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(config.seed),
+        **loader_args,
+    )
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    return EpochData(train_set, loader, sampler, local_batch, steps_per_epoch, loader_args)

@@ -7,13 +7,17 @@ single process. NCCL on GPUs, gloo on CPUs. Only rank 0 logs and writes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from serenesense_cli.errors import BadInputError
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,20 @@ def shutdown(context: DistContext) -> None:
         dist.destroy_process_group()
 
 
+def launch(
+    body: Callable[..., _T], device_preference: str, on_progress: Any, **arguments: Any
+) -> _T:
+    """``body(context=..., on_progress=..., **arguments)`` in this process's torchrun
+    context: joined here and left afterwards; only the main process reports progress."""
+    context = init_distributed(device_preference)
+    try:
+        return body(
+            context=context, on_progress=on_progress if context.is_main else None, **arguments
+        )
+    finally:
+        shutdown(context)
+
+
 def all_reduce_sum(value: torch.Tensor, context: DistContext) -> torch.Tensor:
     """Sum a tensor over ranks (identity in a single process)."""
     if context.distributed:
@@ -93,6 +111,26 @@ def broadcast_object(value: Any, context: DistContext) -> Any:
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def wrap_model(model: nn.Module, context: DistContext) -> nn.Module:
+    """DDP around ``model`` under torchrun (gradients averaged over ranks), else ``model``."""
+    if not context.distributed:
+        return model
+    device = context.device
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def local_batch_size(batch_size: int, context: DistContext) -> int:
+    """This process's share of the global batch, which must split evenly."""
+    if batch_size % context.world:
+        raise BadInputError(
+            f"batch size {batch_size} is not divisible by the {context.world} processes",
+            hint="--batch-size is the global batch; choose a multiple of --nproc-per-node",
+        )
+    return batch_size // context.world
 
 
 def barrier(context: DistContext) -> None:

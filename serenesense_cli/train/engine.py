@@ -11,13 +11,8 @@ Design points (see docs/training.md):
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
-import random
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -31,24 +26,21 @@ from torch.utils.data import DataLoader
 
 from serenesense_cli.config import load_toml, merge_config
 from serenesense_cli.data.cache import PreparedSet, open_prepared
-from serenesense_cli.errors import BadInputError, DataSetError, TrainingError
+from serenesense_cli.errors import BadInputError, DataSetError
 from serenesense_cli.evaluate.metrics import basic_metrics
 from serenesense_cli.fileio import write_text_atomic
 from serenesense_cli.models import create_model
-from serenesense_cli.models.artifact import save_model
 from serenesense_cli.models.registry import AudioClassifier, count_parameters
 from serenesense_cli.paths import DEFAULT_RUNS_DIR, new_run_dir
-from serenesense_cli.progress import ProgressCallback, report
+from serenesense_cli.progress import ProgressCallback
 from serenesense_cli.train import distributed as dist_utils
-from serenesense_cli.train.checkpoint import (
-    capture_rng_state,
-    load_training_state,
-    restore_rng_state,
-    save_training_state,
-)
+from serenesense_cli.train.checkpoint import load_training_state
 from serenesense_cli.train.config import TrainConfig, recipe, resolve_train_config
-from serenesense_cli.train.data import ClipDataset, EpochSampler, class_weights
+from serenesense_cli.train.data import ClipDataset, class_weights, epoch_data
+from serenesense_cli.train.history import read_history
+from serenesense_cli.train.loop import EpochLoop, EpochTask, RunWeights, seed_everything
 from serenesense_cli.train.schedules import build_scheduler, effective_warmup
+from serenesense_cli.train.stopping import StopRequest, stop_reason
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -70,7 +62,7 @@ NORMALIZATION_CLIPS = 256
 
 
 @dataclass
-class TrainResult:
+class TrainResult(RunWeights):
     """What a finished (or stopped) run produced."""
 
     run_dir: Path
@@ -86,22 +78,6 @@ class TrainResult:
     device: str = "cpu"
     world_size: int = 1
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def best_weights(self) -> Path:
-        return self.run_dir / "weights" / "best.safetensors"
-
-    @property
-    def last_weights(self) -> Path:
-        return self.run_dir / "weights" / "last.safetensors"
-
-
-def seed_everything(seed: int, epoch: int = 0) -> None:
-    """Seed torch, numpy and random from (seed, epoch): epochs are reproducible alone."""
-    value = (int(seed) * 1_000_003 + int(epoch)) % (2**31 - 1)
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
 
 
 def _set_deterministic(enabled: bool) -> None:
@@ -122,41 +98,6 @@ def _check_prepared(prepared: PreparedSet) -> tuple[list[int], list[int]]:
             hint="prepare it again with --val-fraction > 0",
         )
     return train_idx, val_idx
-
-
-def _history_to_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(HISTORY_COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in HISTORY_COLUMNS})
-    return buffer.getvalue()
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return "" if value is None else value
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """Rows of ``history.csv`` with numbers parsed (missing values become None)."""
-    path = run_dir / "history.csv"
-    if not path.is_file():
-        return []
-    rows: list[dict[str, Any]] = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for raw in csv.DictReader(handle):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if value in ("", None):
-                    row[key] = None
-                elif key in ("epoch", "step", "partial"):
-                    row[key] = int(float(value))
-                else:
-                    row[key] = float(value)
-            rows.append(row)
-    return rows
 
 
 def _score(metrics: dict[str, float], select: str) -> float:
@@ -244,23 +185,18 @@ def train(
     new run; ``resume`` continues a run folder, with ``overrides`` (e.g. more
     epochs) applied on top of its saved config.
     """
-    context = dist_utils.init_distributed(
-        (config.device if config else (overrides or {}).get("device", "auto")) or "auto"
+    return dist_utils.launch(
+        _train,
+        (config.device if config else (overrides or {}).get("device", "auto")) or "auto",
+        on_progress,
+        data=Path(data) if data is not None else None,
+        model_name=model,
+        config=config,
+        runs_dir=Path(runs_dir),
+        name=name,
+        resume=Path(resume) if resume is not None else None,
+        overrides=dict(overrides or {}),
     )
-    try:
-        return _train(
-            context=context,
-            data=Path(data) if data is not None else None,
-            model_name=model,
-            config=config,
-            runs_dir=Path(runs_dir),
-            name=name,
-            resume=Path(resume) if resume is not None else None,
-            overrides=dict(overrides or {}),
-            on_progress=on_progress if context.is_main else None,
-        )
-    finally:
-        dist_utils.shutdown(context)
 
 
 def _resolve_resume_config(resume: Path, overrides: dict[str, Any]) -> tuple[TrainConfig, Path]:
@@ -362,45 +298,23 @@ def _train(
         notes.append("linear probe: encoder frozen, training the head only")
     net.to(device)
     parameters = count_parameters(net)
-    train_model: nn.Module = net
-    if context.distributed:
-        train_model = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    train_model = dist_utils.wrap_model(net, context)
 
-    if config.batch_size % context.world:
-        raise BadInputError(
-            f"batch size {config.batch_size} is not divisible by the {context.world} processes",
-            hint="--batch-size is the global batch; choose a multiple of --nproc-per-node",
-        )
-    local_batch = config.batch_size // context.world
     train_set = ClipDataset(
         prepared, train_idx, clip_samples=net.clip_samples, train=True, seed=config.seed
     )
     val_set = ClipDataset(prepared, val_idx, clip_samples=net.clip_samples, train=False)
-    sampler = EpochSampler(len(train_set), seed=config.seed, rank=context.rank, world=context.world)
-    loader_args: dict[str, Any] = {
-        "num_workers": config.workers,
-        "pin_memory": device.type == "cuda",
-    }
-    # Own generators: creating a loader iterator must not draw from the global RNG,
-    # or a resumed run would see different dropout/augmentation draws.
-    train_loader = DataLoader(
-        train_set,
-        batch_size=local_batch,
-        sampler=sampler,
-        generator=torch.Generator().manual_seed(config.seed),
-        **loader_args,
-    )
+    data_feed = epoch_data(train_set, config, context)
+    # Own generator here too: no loader may draw from the global RNG (resume exactness).
     val_loader = DataLoader(
         val_set,
-        batch_size=max(local_batch, 16),
+        batch_size=max(data_feed.local_batch, 16),
         shuffle=False,
         generator=torch.Generator().manual_seed(config.seed),
-        **loader_args,
+        **data_feed.loader_args,
     )
 
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    steps_per_epoch = data_feed.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     optimizer = _build_optimizer(net, config)
     scheduler, step_mode = build_scheduler(
@@ -425,188 +339,35 @@ def _train(
             label_smoothing=config.label_smoothing,
         )
 
-    history: list[dict[str, Any]] = []
-    epoch, global_step, step_in_epoch = 0, 0, 0
-    best_score: float | None = None
-    best_epoch: int | None = None
-    since_best = 0
-    partial_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    task = _ClassifierTask(
+        config=config,
+        context=context,
+        model=net,
+        train_model=train_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        step_mode=step_mode,
+        criterion=criterion,
+        mixup=mixup,
+        val_loader=val_loader,
+        class_names=classes,
+        started=started,
+    )
+    loop = EpochLoop(task, data_feed, run_dir=run_dir, started=started, on_progress=on_progress)
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        epoch = int(resume_state["epoch"])
-        global_step = int(resume_state["global_step"])
-        step_in_epoch = int(resume_state["step_in_epoch"])
-        best_score = resume_state.get("best_score")
-        best_epoch = resume_state.get("best_epoch")
-        since_best = int(resume_state.get("since_best", 0))
-        partial_sums = dict(resume_state.get("partial_sums", partial_sums))
-        history = [r for r in read_history(run_dir) if r["epoch"] <= epoch and not r.get("partial")]
-        restore_rng_state(resume_state["rng"])
-        notes.append(f"resumed at epoch {epoch + 1}, step {global_step}")
-
-    def checkpoint(*, next_epoch: int, in_epoch: int, sums: dict[str, Any]) -> None:
-        if not context.is_main:
-            return
-        save_model(
-            weights_dir / "last.safetensors",
-            net,
-            classes,
-            metrics=history[-1] if history else {},
-            epoch=next_epoch,
-            global_step=global_step,
-            train_config=config.to_dict(),
-        )
-        save_training_state(
-            weights_dir,
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": next_epoch,
-                "global_step": global_step,
-                "step_in_epoch": in_epoch,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "since_best": since_best,
-                "partial_sums": dict(sums),
-                "classes": list(classes),
-                "rng": capture_rng_state(),
-            },
-        )
-
-    stopped = "completed"
-    stop_request = _StopRequest()
-    deadline = started + config.time_limit if config.time_limit > 0 else None
-    report(on_progress, "epochs", epoch, config.epochs)
-    try:
-        stop_request.install()
-        while epoch < config.epochs and stopped == "completed":
-            if step_in_epoch == 0:
-                seed_everything(config.seed, epoch + 1)
-                partial_sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-            sampler.set_epoch(epoch, skip=step_in_epoch * local_batch)
-            train_set.set_epoch(epoch)
-            train_model.train()
-            if config.linear_probe:
-                net.encoder.eval()  # frozen: no drop path, fixed features
-            epoch_start = time.perf_counter() - partial_sums["seconds"]
-            interrupted_mid_epoch = False
-            for waves, targets in train_loader:
-                waves, targets = waves.to(device, non_blocking=True), targets.to(device)
-                loss, logits = _train_step(
-                    train_model, waves, targets, criterion, mixup, device, config.precision
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-                step_loss = dist_utils.all_reduce_sum(loss.detach().float().clone(), context)
-                if not torch.isfinite(step_loss):
-                    raise TrainingError(
-                        f"loss became {float(step_loss)} at epoch {epoch + 1}, "
-                        f"step {global_step + 1}",
-                        hint="lower --lr or raise --grad-clip; the last good checkpoint is in "
-                        f"{weights_dir}",
-                    )
-                optimizer.step()
-                if step_mode == "step":
-                    scheduler.step()
-                global_step += 1
-                step_in_epoch += 1
-                correct = dist_utils.all_reduce_sum(
-                    (logits.argmax(1) == targets).sum().detach().float(), context
-                )
-                partial_sums["loss"] += (
-                    float(step_loss) * targets.numel()
-                )  # mean over ranks x global batch
-                partial_sums["correct"] += int(correct)
-                partial_sums["seen"] += targets.numel() * context.world
-                elapsed = time.perf_counter() - epoch_start
-                report(
-                    on_progress,
-                    "steps",
-                    step_in_epoch,
-                    steps_per_epoch,
-                    epoch=epoch + 1,
-                    loss=partial_sums["loss"] / max(1, partial_sums["seen"]),
-                    acc=partial_sums["correct"] / max(1, partial_sums["seen"]),
-                    lr=peak_lr(optimizer),
-                    samples_per_s=partial_sums["seen"] / max(elapsed, 1e-9),
-                )
-                if config.checkpoint_every and global_step % config.checkpoint_every == 0:
-                    partial_sums["seconds"] = elapsed
-                    checkpoint(next_epoch=epoch, in_epoch=step_in_epoch, sums=partial_sums)
-                stopped = stop_reason(stop_request, config.max_steps, global_step, deadline)
-                if stopped != "completed":
-                    interrupted_mid_epoch = step_in_epoch < steps_per_epoch
-                    break
-            partial_sums["seconds"] = time.perf_counter() - epoch_start
-            if interrupted_mid_epoch:  # save before validation touches anything
-                checkpoint(next_epoch=epoch, in_epoch=step_in_epoch, sums=partial_sums)
-                if stopped == "interrupted":  # Ctrl-C: leave quickly, no validation
-                    break
-            row, improved = _end_epoch(
-                train_model=train_model,
-                val_loader=val_loader,
-                device=device,
-                config=config,
-                num_classes=len(classes),
-                epoch=epoch,
-                global_step=global_step,
-                partial=interrupted_mid_epoch,
-                sums=partial_sums,
-                lr=peak_lr(optimizer),
-                best_score=best_score,
-            )
-            history.append(row)
-            if improved:
-                best_score, best_epoch = _score(row, config.select_metric), epoch + 1
-                if context.is_main:
-                    save_model(
-                        weights_dir / "best.safetensors",
-                        net,
-                        classes,
-                        metrics=row,
-                        epoch=epoch + 1,
-                        global_step=global_step,
-                        select_metric=config.select_metric,
-                        train_config=config.to_dict(),
-                    )
-            if not interrupted_mid_epoch:
-                since_best = 0 if improved else since_best + 1
-                if step_mode == "epoch":
-                    scheduler.step(row["val_loss"])
-                epoch += 1
-                step_in_epoch = 0
-                checkpoint(next_epoch=epoch, in_epoch=0, sums={})
-                if config.patience and since_best >= config.patience and epoch < config.epochs:
-                    stopped = "early_stop"
-            if context.is_main:
-                write_text_atomic(run_dir / "history.csv", _history_to_csv(history))
-            report(on_progress, "epochs", epoch, config.epochs, row=row, improved=improved)
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-        partial_sums["seconds"] = time.perf_counter() - started
-        checkpoint(next_epoch=epoch, in_epoch=step_in_epoch, sums=partial_sums)
-        if context.is_main:
-            write_text_atomic(run_dir / "history.csv", _history_to_csv(history))
-    except torch.OutOfMemoryError as error:
-        raise TrainingError(
-            f"out of memory at batch size {config.batch_size} on {device}",
-            hint=f"try --batch-size {max(1, config.batch_size // 2)}",
-        ) from error
-    finally:
-        stop_request.uninstall()
+        loop.resume(resume_state)
+        notes.append(f"resumed at epoch {loop.state.epoch + 1}, step {loop.state.global_step}")
+    state = loop.run()
 
     return TrainResult(
         run_dir=run_dir,
-        stopped=stopped,
-        epochs_completed=epoch,
-        global_step=global_step,
+        stopped=state.stopped,
+        epochs_completed=state.epoch,
+        global_step=state.global_step,
         select_metric=config.select_metric,
-        best_epoch=best_epoch,
-        best_score=best_score,
-        history=history,
+        best_epoch=state.best_epoch,
+        best_score=state.best,
+        history=state.history,
         parameters=parameters,
         seconds=time.perf_counter() - started,
         device=str(device),
@@ -615,46 +376,133 @@ def _train(
     )
 
 
-def stop_reason(
-    stop_request: _StopRequest, max_steps: int, global_step: int, deadline: float | None
-) -> str:
-    """Why a loop stops after this step ("completed" = go on); shared by train and pretrain."""
-    if stop_request.is_set():
-        return "interrupted"
-    if max_steps and global_step >= max_steps:
-        return "max_steps"
-    if deadline is not None and time.perf_counter() >= deadline:
-        return "time_limit"
-    return "completed"
+@dataclass
+class _ClassifierTask(EpochTask):
+    """Supervised classification in the shared loop: cross-entropy (with
+    mixup/CutMix), accuracy, validation metrics, early stopping."""
 
+    config: TrainConfig
+    context: dist_utils.DistContext
+    model: AudioClassifier
+    """The unwrapped classifier (``train_model`` is DDP around it under torchrun)."""
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step_mode: str
+    criterion: nn.Module
+    mixup: Any
+    val_loader: DataLoader
+    class_names: tuple[str, ...]
+    started: float
+    since_best: int = 0
 
-class _StopRequest:
-    """First Ctrl-C (SIGINT) asks the loop to stop at the next step boundary,
-    so the checkpoint is consistent; a second one interrupts at once."""
+    history_columns = HISTORY_COLUMNS
+    best_key = "best_score"
+    nan_hint = "lower --lr or raise --grad-clip"
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._previous: Any = None
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.class_names
 
-    def is_set(self) -> bool:
-        return self._event.is_set()
+    @property
+    def select_metric(self) -> str:
+        return self.config.select_metric
 
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        self._previous = signal.getsignal(signal.SIGINT)
+    def new_sums(self) -> dict[str, Any]:
+        return {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
 
-        def handler(signum: int, frame: Any) -> None:
-            if self._event.is_set():
-                raise KeyboardInterrupt
-            self._event.set()
+    def train_mode(self) -> None:
+        self.train_model.train()
+        if self.config.linear_probe:
+            self.model.encoder.eval()  # frozen: no drop path, fixed features
 
-        signal.signal(signal.SIGINT, handler)
+    def forward(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        waves, targets = batch
+        device = self.context.device
+        waves, targets = waves.to(device, non_blocking=True), targets.to(device)
+        loss, logits = _train_step(
+            self.train_model,
+            waves,
+            targets,
+            self.criterion,
+            self.mixup,
+            device,
+            self.config.precision,
+        )
+        return loss, (logits, targets)
 
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+    def scheduler_step(self) -> None:
+        if self.step_mode == "step":
+            self.scheduler.step()
+
+    def tally(self, sums: dict[str, Any], step_loss: torch.Tensor, outputs: Any) -> None:
+        logits, targets = outputs
+        correct = dist_utils.all_reduce_sum(
+            (logits.argmax(1) == targets).sum().detach().float(), self.context
+        )
+        sums["loss"] += float(step_loss) * targets.numel()  # mean over ranks x global batch
+        sums["correct"] += int(correct)
+        sums["seen"] += targets.numel() * self.context.world
+
+    def progress(self, sums: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "loss": sums["loss"] / max(1, sums["seen"]),
+            "acc": sums["correct"] / max(1, sums["seen"]),
+            "lr": peak_lr(self.optimizer),
+        }
+
+    def evaluate(
+        self, *, epoch: int, global_step: int, partial: bool, sums: dict[str, Any]
+    ) -> dict[str, Any]:
+        lr = peak_lr(self.optimizer)
+        metrics = validate(
+            self.train_model,
+            self.val_loader,
+            device=self.context.device,
+            precision=self.config.precision,
+            num_classes=len(self.class_names),
+        )
+        seen = max(1, sums["seen"])
+        return {
+            "epoch": epoch + 1,
+            "step": global_step,
+            "partial": int(partial),
+            "train_loss": sums["loss"] / seen,
+            "train_acc": sums["correct"] / seen,
+            **metrics,
+            "lr": lr,
+            "samples_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
+            "seconds": sums["seconds"],
+        }
+
+    def score(self, row: dict[str, Any]) -> float:
+        return _score(row, self.config.select_metric)
+
+    def improved(self, score: float, best: float | None) -> bool:
+        return not math.isnan(score) and (best is None or score > best)
+
+    def epoch_completed(self, row: dict[str, Any], improved: bool) -> None:
+        self.since_best = 0 if improved else self.since_best + 1
+        if self.step_mode == "epoch":
+            self.scheduler.step(row["val_loss"])
+
+    def after_epoch(self, epochs_done: int, stopped: str) -> str:
+        patience = self.config.patience
+        if patience and self.since_best >= patience and epochs_done < self.config.epochs:
+            return "early_stop"
+        return stopped
+
+    def on_interrupt(self, sums: dict[str, Any]) -> None:
+        sums["seconds"] = time.perf_counter() - self.started
+
+    def best_state(self, best: float | None, best_epoch: int | None) -> dict[str, Any]:
+        return {**super().best_state(best, best_epoch), "since_best": self.since_best}
+
+    def run_state(self) -> dict[str, Any]:
+        return {"classes": list(self.class_names)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.since_best = int(state.get("since_best", 0))
 
 
 def _config_toml(values: dict[str, Any]) -> str:
@@ -696,40 +544,6 @@ def _train_step(
             logits = model(waves, mix=mix)
             loss = criterion(logits.float(), holder["targets"])
     return loss, logits.detach()
-
-
-def _end_epoch(
-    *,
-    train_model: nn.Module,
-    val_loader: DataLoader,
-    device: torch.device,
-    config: TrainConfig,
-    num_classes: int,
-    epoch: int,
-    global_step: int,
-    partial: bool,
-    sums: dict[str, Any],
-    lr: float,
-    best_score: float | None,
-) -> tuple[dict[str, Any], bool]:
-    metrics = validate(
-        train_model, val_loader, device=device, precision=config.precision, num_classes=num_classes
-    )
-    seen = max(1, sums["seen"])
-    row = {
-        "epoch": epoch + 1,
-        "step": global_step,
-        "partial": int(partial),
-        "train_loss": sums["loss"] / seen,
-        "train_acc": sums["correct"] / seen,
-        **metrics,
-        "lr": lr,
-        "samples_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
-        "seconds": sums["seconds"],
-    }
-    score = _score(row, config.select_metric)
-    improved = not math.isnan(score) and (best_score is None or score > best_score)
-    return row, improved
 
 
 def _prepare_init(config: TrainConfig) -> tuple[TrainConfig, Any]:
@@ -895,7 +709,6 @@ def ensure_model_known(name: str) -> None:
 # Shared with the pretraining loop (train/pretrain.py).
 set_deterministic = _set_deterministic
 autocast_context = _autocast
-StopRequest = _StopRequest
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -908,6 +721,7 @@ __all__ = [
     "read_history",
     "seed_everything",
     "set_deterministic",
+    "stop_reason",
     "train",
     "validate",
 ]

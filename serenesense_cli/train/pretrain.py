@@ -22,9 +22,7 @@ masked autoencoder, model ``audiomae-mae``; best = lowest validation loss),
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import time
 from collections.abc import Sequence
@@ -40,29 +38,18 @@ from torch.utils.data import DataLoader, Dataset
 from serenesense_cli.audio.io import AUDIO_EXTENSIONS, load_audio
 from serenesense_cli.config import load_toml, merge_config, to_toml
 from serenesense_cli.data import cache
-from serenesense_cli.errors import AudioFileError, BadInputError, DataSetError, TrainingError
+from serenesense_cli.errors import AudioFileError, BadInputError, DataSetError
 from serenesense_cli.fileio import atomic_path, write_text_atomic
-from serenesense_cli.models.artifact import save_model
 from serenesense_cli.models.mae import MaskedAutoencoder, create_mae
 from serenesense_cli.paths import DEFAULT_RUNS_DIR, new_run_dir
 from serenesense_cli.progress import ProgressCallback, report
 from serenesense_cli.train import distributed as dist_utils
-from serenesense_cli.train.checkpoint import (
-    capture_rng_state,
-    load_training_state,
-    restore_rng_state,
-    save_training_state,
-)
+from serenesense_cli.train.checkpoint import load_training_state
 from serenesense_cli.train.config import PretrainConfig
-from serenesense_cli.train.data import ClipDataset, EpochSampler, center_start, fit_length
-from serenesense_cli.train.engine import (
-    StopRequest,
-    autocast_context,
-    read_history,
-    seed_everything,
-    set_deterministic,
-    stop_reason,
-)
+from serenesense_cli.train.data import ClipDataset, center_start, epoch_data, fit_length
+from serenesense_cli.train.engine import autocast_context, set_deterministic
+from serenesense_cli.train.history import history_csv
+from serenesense_cli.train.loop import EpochLoop, EpochTask, RunWeights, seed_everything
 from serenesense_cli.train.schedules import warmup_cosine_restarts_lr
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
@@ -73,7 +60,7 @@ FIGURE_DIR = "figures"
 
 
 @dataclass
-class PretrainResult:
+class PretrainResult(RunWeights):
     """What a finished (or stopped) pretraining run produced."""
 
     run_dir: Path
@@ -92,14 +79,6 @@ class PretrainResult:
     device: str = "cpu"
     world_size: int = 1
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def best_weights(self) -> Path:
-        return self.run_dir / "weights" / "best.safetensors"
-
-    @property
-    def last_weights(self) -> Path:
-        return self.run_dir / "weights" / "last.safetensors"
 
 
 # -- data ------------------------------------------------------------------------
@@ -304,21 +283,17 @@ def pretrain(
     A new run needs ``config`` (resolved) and ``data``; ``resume`` continues a
     run folder, with ``overrides`` (e.g. more epochs) on top of its config.
     """
-    preference = (config.device if config else (overrides or {}).get("device")) or "auto"
-    context = dist_utils.init_distributed(preference)
-    try:
-        return _pretrain(
-            context=context,
-            data=[Path(p) for p in data] if data else None,
-            config=config,
-            runs_dir=Path(runs_dir),
-            name=name,
-            resume=Path(resume) if resume is not None else None,
-            overrides=dict(overrides or {}),
-            on_progress=on_progress if context.is_main else None,
-        )
-    finally:
-        dist_utils.shutdown(context)
+    return dist_utils.launch(
+        _pretrain,
+        (config.device if config else (overrides or {}).get("device")) or "auto",
+        on_progress,
+        data=[Path(p) for p in data] if data else None,
+        config=config,
+        runs_dir=Path(runs_dir),
+        name=name,
+        resume=Path(resume) if resume is not None else None,
+        overrides=dict(overrides or {}),
+    )
 
 
 def _resume_config(resume: Path, overrides: dict[str, Any]) -> tuple[PretrainConfig, list[Path]]:
@@ -340,24 +315,6 @@ def _resume_config(resume: Path, overrides: dict[str, Any]) -> tuple[PretrainCon
     if overrides:
         config = merge_config(config, overrides, where="command line")
     return dataclasses.replace(config, model_args=dict(model_args)).validate(), data
-
-
-def _history_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(HISTORY_COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {
-                k: (
-                    ""
-                    if row.get(k) is None or (isinstance(row[k], float) and math.isnan(row[k]))
-                    else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
-                )
-                for k in HISTORY_COLUMNS
-            }
-        )
-    return buffer.getvalue()
 
 
 def _build_model(config: PretrainConfig) -> MaskedAutoencoder:
@@ -471,7 +428,6 @@ def _pretrain(
         run_dir = dist_utils.broadcast_object(run_dir, context)
     assert run_dir is not None
     weights_dir = run_dir / "weights"
-    figure_dir = run_dir / FIGURE_DIR
     if context.is_main:
         weights_dir.mkdir(parents=True, exist_ok=True)
         saved: dict[str, Any] = {"task": "pretrain", "data": [str(p.resolve()) for p in data]}
@@ -482,231 +438,172 @@ def _pretrain(
     model.to(device)
     parameters = sum(p.numel() for p in model.parameters())
     encoder_parameters = sum(p.numel() for p in model.encoder.parameters())
-    train_model: nn.Module = model
-    if context.distributed:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if config.batch_size % context.world:
-        raise BadInputError(
-            f"batch size {config.batch_size} is not divisible by the {context.world} processes",
-            hint="--batch-size is the global batch; choose a multiple of --nproc-per-node",
-        )
-    local_batch = config.batch_size // context.world
-    sampler = EpochSampler(len(train_set), seed=config.seed, rank=context.rank, world=context.world)
-    loader_args: dict[str, Any] = {
-        "num_workers": config.workers,
-        "pin_memory": device.type == "cuda",
-    }
-    train_loader = DataLoader(
-        train_set,
-        batch_size=local_batch,
-        sampler=sampler,
-        generator=torch.Generator().manual_seed(config.seed),
-        **loader_args,
-    )
+    train_model = dist_utils.wrap_model(model, context)
+    data_feed = epoch_data(train_set, config, context)
     val_loader = (
-        DataLoader(val_set, batch_size=max(local_batch, 16), shuffle=False, **loader_args)
+        DataLoader(
+            val_set,
+            batch_size=max(data_feed.local_batch, 16),
+            shuffle=False,
+            **data_feed.loader_args,
+        )
         if val_set is not None
         else None
     )
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    steps_per_epoch = data_feed.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     warmup = warmup_steps_for(config, steps_per_epoch, total_steps)
     if warmup < round(config.warmup_epochs * steps_per_epoch):
         notes.append(f"warm-up shortened to {warmup} steps (10% of this run's {total_steps})")
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, warmup, total_steps)
-    figure_clips = _figure_clips(val_set or train_set, config.figure_clips)
 
-    history: list[dict[str, Any]] = []
-    epoch, global_step, step_in_epoch = 0, 0, 0
-    best_loss: float | None = None
-    best_epoch: int | None = None
-    sums = {"loss": 0.0, "seen": 0, "seconds": 0.0}
+    task = _MaskedTask(
+        config=config,
+        context=context,
+        model=model,
+        train_model=train_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        val_loader=val_loader,
+        figure_clips=_figure_clips(val_set or train_set, config.figure_clips),
+        figure_dir=run_dir / FIGURE_DIR,
+    )
+    loop = EpochLoop(task, data_feed, run_dir=run_dir, started=started, on_progress=on_progress)
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        epoch = int(resume_state["epoch"])
-        global_step = int(resume_state["global_step"])
-        step_in_epoch = int(resume_state["step_in_epoch"])
-        best_loss = resume_state.get("best_loss")
-        best_epoch = resume_state.get("best_epoch")
-        sums = dict(resume_state.get("partial_sums") or sums)
-        history = [r for r in read_history(run_dir) if r["epoch"] <= epoch]
-        restore_rng_state(resume_state["rng"])
-
-    def checkpoint(*, next_epoch: int, in_epoch: int, partial: dict[str, Any]) -> None:
-        if not context.is_main:
-            return
-        save_model(
-            weights_dir / "last.safetensors",
-            model,
-            [],
-            task="pretrain",
-            metrics=history[-1] if history else {},
-            epoch=next_epoch,
-            global_step=global_step,
-            train_config=config.to_dict(),
-        )
-        save_training_state(
-            weights_dir,
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": next_epoch,
-                "global_step": global_step,
-                "step_in_epoch": in_epoch,
-                "best_loss": best_loss,
-                "best_epoch": best_epoch,
-                "partial_sums": dict(partial),
-                "rng": capture_rng_state(),
-            },
-        )
-
-    figures: list[Path] = []
-
-    def figure(label: int) -> None:
-        if context.is_main:
-            path = figure_dir / f"reconstruction_epoch{label:03d}.png"
-            draw_reconstructions(model, figure_clips, path, seed=config.seed, epoch=label)
-            figures.append(path)
-
-    stopped = "completed"
-    stop_request = StopRequest()
-    deadline = started + config.time_limit if config.time_limit > 0 else None
-    report(on_progress, "epochs", epoch, config.epochs)
-    try:
-        stop_request.install()
-        while epoch < config.epochs and stopped == "completed":
-            if step_in_epoch == 0:
-                seed_everything(config.seed, epoch + 1)
-                sums = {"loss": 0.0, "seen": 0, "seconds": 0.0}
-            sampler.set_epoch(epoch, skip=step_in_epoch * local_batch)
-            train_set.set_epoch(epoch)
-            train_model.train()
-            epoch_start = time.perf_counter() - sums["seconds"]
-            mid_epoch = False
-            for waves in train_loader:
-                waves = waves.to(device, non_blocking=True)
-                with autocast_context(device, config.precision):
-                    loss = train_model(waves).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                step_loss = dist_utils.all_reduce_sum(loss.detach().float().clone(), context)
-                step_loss = step_loss / context.world
-                if not torch.isfinite(step_loss):
-                    raise TrainingError(
-                        f"loss became {float(step_loss)} at epoch {epoch + 1}, "
-                        f"step {global_step + 1}",
-                        hint=f"lower --lr or set --grad-clip; the last good checkpoint is in "
-                        f"{weights_dir}",
-                    )
-                optimizer.step()
-                scheduler.step()
-                global_step += 1
-                step_in_epoch += 1
-                seen = waves.shape[0] * context.world
-                sums["loss"] += float(step_loss) * seen
-                sums["seen"] += seen
-                elapsed = time.perf_counter() - epoch_start
-                report(
-                    on_progress,
-                    "steps",
-                    step_in_epoch,
-                    steps_per_epoch,
-                    epoch=epoch + 1,
-                    loss=sums["loss"] / max(1, sums["seen"]),
-                    lr=optimizer.param_groups[0]["lr"],
-                    samples_per_s=sums["seen"] / max(elapsed, 1e-9),
-                )
-                if config.checkpoint_every and global_step % config.checkpoint_every == 0:
-                    sums["seconds"] = elapsed
-                    checkpoint(next_epoch=epoch, in_epoch=step_in_epoch, partial=sums)
-                stopped = stop_reason(stop_request, config.max_steps, global_step, deadline)
-                if stopped != "completed":
-                    mid_epoch = step_in_epoch < steps_per_epoch
-                    break
-            sums["seconds"] = time.perf_counter() - epoch_start
-            if mid_epoch:
-                checkpoint(next_epoch=epoch, in_epoch=step_in_epoch, partial=sums)
-                if stopped != "interrupted":
-                    figure(epoch + 1)
-                break
-            val_loss = (
-                validate_mae(
-                    model, val_loader, device=device, precision=config.precision, seed=config.seed
-                )
-                if val_loader is not None
-                else None
-            )
-            row = {
-                "epoch": epoch + 1,
-                "step": global_step,
-                "train_loss": sums["loss"] / max(1, sums["seen"]),
-                "val_loss": val_loss,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": sums["seconds"],
-            }
-            history.append(row)
-            score = val_loss if val_loss is not None else row["train_loss"]
-            improved = math.isfinite(score) and (best_loss is None or score < best_loss)
-            if improved:
-                best_loss, best_epoch = score, epoch + 1
-                if context.is_main:
-                    save_model(
-                        weights_dir / "best.safetensors",
-                        model,
-                        [],
-                        task="pretrain",
-                        metrics=row,
-                        epoch=epoch + 1,
-                        global_step=global_step,
-                        select_metric="val_loss" if val_loss is not None else "train_loss",
-                        train_config=config.to_dict(),
-                    )
-            epoch += 1
-            step_in_epoch = 0
-            checkpoint(next_epoch=epoch, in_epoch=0, partial={})
-            last = epoch >= config.epochs or stopped != "completed"
-            if last or (config.figure_every and epoch % config.figure_every == 0):
-                figure(epoch)
-            if context.is_main:
-                write_text_atomic(run_dir / "history.csv", _history_csv(history))
-            report(on_progress, "epochs", epoch, config.epochs, row=row, improved=improved)
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-        checkpoint(next_epoch=epoch, in_epoch=step_in_epoch, partial=sums)
-    except torch.OutOfMemoryError as error:
-        raise TrainingError(
-            f"out of memory at batch size {config.batch_size} on {device}",
-            hint=f"try --batch-size {max(1, config.batch_size // 2)}",
-        ) from error
-    finally:
-        stop_request.uninstall()
+        loop.resume(resume_state)
+    state = loop.run()
     if context.is_main:
-        write_text_atomic(run_dir / "history.csv", _history_csv(history))
+        write_text_atomic(run_dir / "history.csv", history_csv(state.history, HISTORY_COLUMNS))
 
     return PretrainResult(
         run_dir=run_dir,
-        stopped=stopped,
-        epochs_completed=epoch,
-        global_step=global_step,
-        best_epoch=best_epoch,
-        best_loss=best_loss,
-        history=history,
+        stopped=state.stopped,
+        epochs_completed=state.epoch,
+        global_step=state.global_step,
+        best_epoch=state.best_epoch,
+        best_loss=state.best,
+        history=state.history,
         parameters=parameters,
         encoder_parameters=encoder_parameters,
         train_clips=unlabelled.train_clips,
         val_clips=unlabelled.val_clips,
-        figures=figures,
+        figures=task.figures,
         seconds=time.perf_counter() - started,
         device=str(device),
         world_size=context.world,
         notes=notes,
     )
+
+
+@dataclass
+class _MaskedTask(EpochTask):
+    """Masked-autoencoder pretraining in the shared loop: reconstruction loss,
+    best = lowest validation (else training) loss, reconstruction figures."""
+
+    config: PretrainConfig
+    context: dist_utils.DistContext
+    model: MaskedAutoencoder
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    val_loader: DataLoader | None
+    figure_clips: list[tuple[str, torch.Tensor]]
+    figure_dir: Path
+    figures: list[Path] = field(default_factory=list)
+
+    history_columns = HISTORY_COLUMNS
+    best_key = "best_loss"
+    nan_hint = "lower --lr or set --grad-clip"
+
+    @property
+    def classes(self) -> list[str]:
+        return []
+
+    @property
+    def select_metric(self) -> str:
+        return "val_loss" if self.val_loader is not None else "train_loss"
+
+    def artifact_meta(self) -> dict[str, Any]:
+        return {"task": "pretrain"}
+
+    def new_sums(self) -> dict[str, Any]:
+        return {"loss": 0.0, "seen": 0, "seconds": 0.0}
+
+    def train_mode(self) -> None:
+        self.train_model.train()
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        device = self.context.device
+        waves = batch.to(device, non_blocking=True)
+        with autocast_context(device, self.config.precision):
+            loss = self.train_model(waves).loss
+        return loss, waves.shape[0]
+
+    def scheduler_step(self) -> None:
+        self.scheduler.step()
+
+    def tally(self, sums: dict[str, Any], step_loss: torch.Tensor, outputs: Any) -> None:
+        step_loss = step_loss / self.context.world
+        seen = outputs * self.context.world
+        sums["loss"] += float(step_loss) * seen
+        sums["seen"] += seen
+
+    def progress(self, sums: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "loss": sums["loss"] / max(1, sums["seen"]),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    def evaluate(
+        self, *, epoch: int, global_step: int, partial: bool, sums: dict[str, Any]
+    ) -> dict[str, Any]:
+        config = self.config
+        val_loss = (
+            validate_mae(
+                self.model,
+                self.val_loader,
+                device=self.context.device,
+                precision=config.precision,
+                seed=config.seed,
+            )
+            if self.val_loader is not None
+            else None
+        )
+        return {
+            "epoch": epoch + 1,
+            "step": global_step,
+            "train_loss": sums["loss"] / max(1, sums["seen"]),
+            "val_loss": val_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": sums["seconds"],
+        }
+
+    def score(self, row: dict[str, Any]) -> float:
+        return row["val_loss"] if row["val_loss"] is not None else row["train_loss"]
+
+    def improved(self, score: float, best: float | None) -> bool:
+        return math.isfinite(score) and (best is None or score < best)
+
+    def partial_epoch(self, epoch: int) -> bool:
+        self.figure(epoch + 1)  # a figure of where the run stopped; no partial row
+        return False
+
+    def after_epoch(self, epochs_done: int, stopped: str) -> str:
+        every = self.config.figure_every
+        last = epochs_done >= self.config.epochs or stopped != "completed"
+        if last or (every and epochs_done % every == 0):
+            self.figure(epochs_done)
+        return stopped
+
+    def figure(self, label: int) -> None:
+        """Reconstructions after epoch ``label`` (main process only)."""
+        if self.context.is_main:
+            path = self.figure_dir / f"reconstruction_epoch{label:03d}.png"
+            draw_reconstructions(
+                self.model, self.figure_clips, path, seed=self.config.seed, epoch=label
+            )
+            self.figures.append(path)
 
 
 @torch.no_grad()

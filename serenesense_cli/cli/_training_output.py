@@ -1,0 +1,130 @@
+"""Progress and summary output shared by ``serenesense train`` and ``pretrain``.
+
+Both commands get the same kind of updates from the shared loop
+(``train/loop.py``) and end the same way: notes, a summary table (or JSON/CSV),
+the run folder as the last line of stdout, and exit 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from serenesense_cli.cli._output import (
+    OutputFormat,
+    emit_json,
+    emit_result_path,
+    emit_table,
+    log,
+    progress_bars,
+)
+
+
+class RunProgress:
+    """Loop updates -> rich bars, plus one log line per finished epoch.
+
+    ``epoch_head`` renders the task's part of that line (losses, metrics);
+    the learning rate, duration and the ``*`` for a new best follow.
+    """
+
+    def __init__(self, bars: Any, epoch_head: Callable[[dict[str, Any]], str]) -> None:
+        self.bars = bars
+        self.epoch_head = epoch_head
+
+    def __call__(self, update: Any) -> None:
+        from serenesense_cli.progress import ProgressUpdate
+
+        info = update.info
+        if update.stage == "steps":
+            acc = f"acc {info['acc']:.3f}  " if "acc" in info else ""
+            note = (
+                f"loss {info['loss']:.4f}  {acc}lr {info['lr']:.2e}  "
+                f"{info['samples_per_s']:.1f} samples/s"
+            )
+            self.bars(
+                ProgressUpdate(f"epoch {info['epoch']}", update.done, update.total, {"note": note})
+            )
+            return
+        if update.stage == "epochs":
+            self.bars(ProgressUpdate("epochs", update.done, update.total, {}))
+            row = info.get("row")
+            if row:
+                mark = " *" if info.get("improved") else ""
+                log(f"{self.epoch_head(row)} | lr {row['lr']:.2e} | {row['seconds']:.1f}s{mark}")
+            return
+        self.bars(update)  # e.g. decoding audio folders before pretraining
+
+
+def run_with_progress(
+    run: Callable[..., Any], epoch_head: Callable[[dict[str, Any]], str], **arguments: Any
+) -> Any:
+    """``run(**arguments)`` (``train`` or ``pretrain``) with progress bars on stderr."""
+    with progress_bars() as bars:
+        return run(**arguments, on_progress=RunProgress(bars, epoch_head))
+
+
+def summary_head(result: Any) -> dict[str, Any]:
+    """The fields every run summary starts with."""
+    return {
+        "run_dir": str(result.run_dir),
+        "stopped": result.stopped,
+        "epochs_completed": result.epochs_completed,
+        "steps": result.global_step,
+        "parameters": result.parameters,
+    }
+
+
+def summary_weights(result: Any) -> dict[str, Any]:
+    """The fields every run summary ends with: its weights files, where written."""
+    return {
+        "best_weights": str(result.best_weights) if result.best_weights.exists() else None,
+        "last_weights": str(result.last_weights) if result.last_weights.exists() else None,
+    }
+
+
+def finish_run(
+    result: Any,
+    output_format: OutputFormat,
+    *,
+    command: str,
+    title: str,
+    summarize: Callable[[Any], dict[str, Any]],
+) -> None:
+    """Notes, the summary and the run folder; exit 130 with a resume hint after Ctrl-C.
+
+    Under torchrun only rank 0 reports.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return
+    for note in result.notes:
+        log(f"note: {note}")
+    _emit_summary(summarize(result), output_format, title=title, run_dir=result.run_dir)
+    if result.stopped == "interrupted":
+        log(
+            "interrupted: checkpoint saved; continue with "
+            f"`serenesense {command} --resume {result.run_dir}`"
+        )
+        raise typer.Exit(130)
+
+
+def _emit_summary(
+    summary: dict[str, Any], output_format: OutputFormat, *, title: str, run_dir: Path
+) -> None:
+    if output_format is OutputFormat.json:
+        emit_json(summary)
+        return
+    rows = [
+        {"field": k, "value": ", ".join(v) if isinstance(v, list) else v}
+        for k, v in summary.items()
+    ]
+    if output_format is OutputFormat.csv:
+        from serenesense_cli.cli._output import emit_csv
+
+        emit_csv(rows, ["field", "value"])
+    else:
+        emit_table(rows, ["field", "value"], title=title)
+    emit_result_path(run_dir)
