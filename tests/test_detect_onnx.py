@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -61,19 +60,7 @@ def test_onnx_detection_imports_no_torch(scene_wav, tmp_path):
         assert abs(got["start"] - true.start) <= 1.0 and abs(got["end"] - true.end) <= 1.0
 
 
-def _missing(*modules: str) -> str | None:
-    for name in modules:
-        if importlib.util.find_spec(name) is None:
-            return name
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    _missing("serenesense_cli.export.onnx", "serenesense_cli.export.quantize") is not None,
-    reason=f"{_missing('serenesense_cli.export.onnx', 'serenesense_cli.export.quantize')} "
-    "is not there yet (the export issue writes it)",
-)
 def test_int8_onnx_detection_imports_no_torch(scene_wav, tmp_path):
     import torch
 

@@ -52,7 +52,7 @@ def exported(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 @pytest.mark.parametrize("name", list(SMALL_MODELS))
 def test_export_is_checked_and_carries_metadata(exported, name):
     from serenesense_cli.export import graph
-    from serenesense_cli.inference.backends import read_onnx_metadata
+    from serenesense_cli.export.graph import load_model, read_metadata
 
     weights, path = exported[name]
     assert path == weights.with_suffix(".onnx")  # default: beside the weights
@@ -63,7 +63,7 @@ def test_export_is_checked_and_carries_metadata(exported, name):
     assert model.opset_import[0].version >= 17
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
-    meta = read_onnx_metadata(path)
+    meta = read_metadata(load_model(path))
     assert meta["classes"] == CLASSES
     assert meta["sample_rate"] == 16000
     assert meta["model"]["name"] == name
@@ -165,9 +165,9 @@ def test_cli_exports_a_run_folder_with_its_own_data(runner, cached_export, tone_
     assert result.stdout.strip().splitlines()[-1] == str(path)
     assert "parity: max |Δp|" in result.stderr
     assert "the model's training data" in result.stderr
-    from serenesense_cli.inference.backends import read_onnx_metadata
+    from serenesense_cli.export.graph import load_model, read_metadata
 
-    meta = read_onnx_metadata(path)
+    meta = read_metadata(load_model(path))
     assert meta["export"]["data"] == str(Path(tone_prepared).resolve())
     assert "val" in meta["export"]["parity"]["source"]
 
@@ -211,9 +211,10 @@ def test_bundle_from_fp32_onnx(runner, exported, tmp_path):
         ["model.int8.onnx", "requirements.txt", "serenesense-detect.service", "README.md"]
     )
 
-    from serenesense_cli.inference.backends import open_onnx, read_onnx_metadata
+    from serenesense_cli.export.graph import load_model, read_metadata
+    from serenesense_cli.inference.backends import open_onnx
 
-    meta = read_onnx_metadata(bundle / "model.int8.onnx")
+    meta = read_metadata(load_model(bundle / "model.int8.onnx"))
     assert meta["export"]["quantization"]["mode"] == "dynamic"
     backend = open_onnx(bundle / "model.int8.onnx")
     assert backend.predict_proba(np.zeros((1, backend.clip_samples), np.float32)).shape == (1, 3)

@@ -53,7 +53,7 @@ def test_auto_mode_follows_the_model():
 def test_dynamic_audiomae_keeps_front_end_float_and_runs(fp32):
     from serenesense_cli.export import graph
     from serenesense_cli.export.quantize import quantize_onnx
-    from serenesense_cli.inference.backends import open_onnx, read_onnx_metadata
+    from serenesense_cli.inference.backends import open_onnx
 
     source = fp32["audiomae"]
     result = quantize_onnx(source, agreement_clips=4)
@@ -74,7 +74,7 @@ def test_dynamic_audiomae_keeps_front_end_float_and_runs(fp32):
     for node in graph.frontend_nodes(model):
         assert after[node] not in graph.INTEGER_OPS
 
-    meta = read_onnx_metadata(result.path)
+    meta = graph.read_metadata(graph.load_model(result.path))
     assert meta["export"]["quantization"]["mode"] == "dynamic"
     backend = open_onnx(result.path)
     probs = backend.predict_proba(np.zeros((2, backend.clip_samples), np.float32))

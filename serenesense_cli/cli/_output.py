@@ -111,6 +111,21 @@ def emit_table(
     stdout_console().print(table)
 
 
+def emit_fields(summary: dict[str, Any], output_format: OutputFormat, *, title: str) -> None:
+    """A one-record result: JSON as is, else ``field,value`` rows (lists joined by ", ")."""
+    if output_format is OutputFormat.json:
+        emit_json(summary)
+        return
+    rows = [
+        {"field": key, "value": ", ".join(map(str, value)) if isinstance(value, list) else value}
+        for key, value in summary.items()
+    ]
+    if output_format is OutputFormat.csv:
+        emit_csv(rows, ["field", "value"])
+    else:
+        emit_table(rows, ["field", "value"], title=title)
+
+
 def _format_cell(value: Any) -> str:
     if value is None:
         return "-"

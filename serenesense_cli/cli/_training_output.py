@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import typer
 
 from serenesense_cli.cli._output import (
     OutputFormat,
-    emit_json,
+    emit_fields,
     emit_result_path,
-    emit_table,
     log,
     progress_bars,
 )
@@ -102,29 +100,12 @@ def finish_run(
         return
     for note in result.notes:
         log(f"note: {note}")
-    _emit_summary(summarize(result), output_format, title=title, run_dir=result.run_dir)
+    emit_fields(summarize(result), output_format, title=title)
+    if output_format is not OutputFormat.json:  # JSON carries run_dir itself
+        emit_result_path(result.run_dir)
     if result.stopped == "interrupted":
         log(
             "interrupted: checkpoint saved; continue with "
             f"`serenesense {command} --resume {result.run_dir}`"
         )
         raise typer.Exit(130)
-
-
-def _emit_summary(
-    summary: dict[str, Any], output_format: OutputFormat, *, title: str, run_dir: Path
-) -> None:
-    if output_format is OutputFormat.json:
-        emit_json(summary)
-        return
-    rows = [
-        {"field": k, "value": ", ".join(v) if isinstance(v, list) else v}
-        for k, v in summary.items()
-    ]
-    if output_format is OutputFormat.csv:
-        from serenesense_cli.cli._output import emit_csv
-
-        emit_csv(rows, ["field", "value"])
-    else:
-        emit_table(rows, ["field", "value"], title=title)
-    emit_result_path(run_dir)

@@ -130,15 +130,8 @@ def synth(
     For demos and tests without downloading MAD: the sounds are generated, not
     recorded, so accuracy on them says nothing about real recordings.
     """
-    try:
-        from serenesense_cli.data.synth import synthesize_dataset
-    except ImportError as error:  # pragma: no cover - only while the module is missing
-        from serenesense_cli.errors import DependencyError
+    from serenesense_cli.data.synth import synthesize_dataset
 
-        raise DependencyError(
-            f"the synthetic data generator is not available ({error})",
-            hint="reinstall serenesense",
-        ) from error
     if min_seconds > max_seconds:
         from serenesense_cli.errors import BadInputError
 

@@ -7,7 +7,6 @@ line on stdout.
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,22 +14,13 @@ import typer
 
 from serenesense_cli.cli._output import (
     OutputFormat,
-    emit_csv,
-    emit_json,
+    emit_fields,
     emit_result_path,
-    emit_table,
     log,
     progress_bars,
     warn,
 )
-
-
-class BundleMode(str, Enum):
-    """INT8 mode for the bundle's model."""
-
-    auto = "auto"
-    dynamic = "dynamic"
-    static = "static"
+from serenesense_cli.cli.quantize import QuantMode
 
 
 def export_command(
@@ -73,8 +63,8 @@ def export_command(
         ),
     ] = None,
     mode: Annotated[
-        BundleMode, typer.Option("--mode", help="INT8 mode for --bundle (auto: per model).")
-    ] = BundleMode.auto,
+        QuantMode, typer.Option("--mode", help="INT8 mode for --bundle (auto: per model).")
+    ] = QuantMode.auto,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="Summary as a table, JSON or CSV.")
     ] = OutputFormat.table,
@@ -117,7 +107,7 @@ def export_command(
                 f"{made.quantize.size_int8 / 1e6:.2f} MB, top-1 agreement "
                 f"{made.quantize.top1_agreement:.1%} on {made.quantize.agreement_clips} clips"
             )
-        _render(made.summary(), output_format, title="Edge bundle")
+        emit_fields(made.summary(), output_format, title="Edge bundle")
         if output_format is OutputFormat.table:
             emit_result_path(made.directory)
         return
@@ -141,7 +131,7 @@ def export_command(
     for note in result.notes:
         warn(note)
     log(_parity_line(result))
-    _render(result.summary(), output_format, title="ONNX export")
+    emit_fields(result.summary(), output_format, title="ONNX export")
     if output_format is OutputFormat.table:
         emit_result_path(result.path)
 
@@ -152,14 +142,3 @@ def _parity_line(result: Any) -> str:
         f"top-1 agreement {result.top1_agreement:.1%} on {result.parity_clips} clips from "
         f"{result.parity_source}"
     )
-
-
-def _render(summary: dict[str, Any], output_format: OutputFormat, *, title: str) -> None:
-    if output_format is OutputFormat.json:
-        emit_json(summary)
-        return
-    rows = [{"field": key, "value": value} for key, value in summary.items()]
-    if output_format is OutputFormat.csv:
-        emit_csv(rows, ["field", "value"])
-    else:
-        emit_table(rows, ["field", "value"], title=title)

@@ -14,10 +14,8 @@ import typer
 
 from serenesense_cli.cli._output import (
     OutputFormat,
-    emit_csv,
-    emit_json,
+    emit_fields,
     emit_result_path,
-    emit_table,
     log,
     progress_bars,
     warn,
@@ -110,13 +108,6 @@ def quantize_command(
             f"{result.macro_f1_fp32:.3f} -> {result.macro_f1_int8:.3f}; same top class for "
             f"{result.summary()['split_clip_agreement']:.1%} of clips"
         )
-    summary = result.summary()
-    if output_format is OutputFormat.json:
-        emit_json(summary)
-        return
-    rows = [{"field": key, "value": value} for key, value in summary.items()]
-    if output_format is OutputFormat.csv:
-        emit_csv(rows, ["field", "value"])
-        return
-    emit_table(rows, ["field", "value"], title="INT8 quantization")
-    emit_result_path(result.path)
+    emit_fields(result.summary(), output_format, title="INT8 quantization")
+    if output_format is OutputFormat.table:
+        emit_result_path(result.path)

@@ -55,6 +55,8 @@ class BundleResult:
     export: Any | None = None
     quantize: Any | None = None
     notes: list[str] = field(default_factory=list)
+    top1_agreement: float | None = None
+    """INT8 vs FP32 agreement: measured now, or as recorded in a copied INT8 model."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -66,17 +68,6 @@ class BundleResult:
             "quantization": self.quantize.mode if self.quantize is not None else "copied",
             "top1_agreement": self.top1_agreement,
         }
-
-    @property
-    def top1_agreement(self) -> float | None:
-        """INT8 vs FP32 agreement: measured now, or as recorded in the copied model."""
-        if self.quantize is not None:
-            return float(self.quantize.top1_agreement)
-        from serenesense_cli.export.graph import load_model, read_metadata
-
-        meta = read_metadata(load_model(self.model, external=False))
-        value = ((meta.get("export") or {}).get("quantization") or {}).get("top1_agreement")
-        return float(value) if isinstance(value, (int, float)) else None
 
 
 def requirements_text() -> str:
@@ -274,4 +265,5 @@ def make_bundle(
         export=exported,
         quantize=quantized,
         notes=notes,
+        top1_agreement=float(agreement) if isinstance(agreement, (int, float)) else None,
     )

@@ -148,20 +148,10 @@ def choose_windows(
     seed: int = 0,
 ) -> Windows:
     """Windows from ``data``, else the model's own training set, else synthetic."""
-    if data is not None:
-        return prepared_windows(
-            data,
-            clip_samples=clip_samples,
-            sample_rate=sample_rate,
-            max_clips=count,
-            split=split,
-            purpose=purpose,
-            seed=seed,
-        )
-    own = run_data_path(model_path, meta)
-    if own is not None:
+    chosen = data if data is not None else run_data_path(model_path, meta)
+    if chosen is not None:
         windows = prepared_windows(
-            own,
+            chosen,
             clip_samples=clip_samples,
             sample_rate=sample_rate,
             max_clips=count,
@@ -169,7 +159,8 @@ def choose_windows(
             purpose=purpose,
             seed=seed,
         )
-        windows.source = f"the model's training data: {windows.source}"
+        if data is None:
+            windows.source = f"the model's training data: {windows.source}"
         return windows
     if purpose == "held_out":
         count = min(count, SYNTHETIC_HELD_OUT)  # no labels, no real audio: a smoke check

@@ -98,7 +98,7 @@ class TorchBackend:
         return torch.softmax(logits, dim=-1).cpu().numpy()
 
 
-def parse_onnx_metadata(raw: str | None, path: str | Path) -> dict[str, Any]:
+def _parse_onnx_metadata(raw: str | None, path: str | Path) -> dict[str, Any]:
     """The serenesense metadata document from the raw ``serenesense`` property."""
     if not raw:
         raise ModelError(
@@ -109,24 +109,6 @@ def parse_onnx_metadata(raw: str | None, path: str | Path) -> dict[str, Any]:
         return json.loads(raw)
     except json.JSONDecodeError as error:
         raise ModelError(f"{path}: corrupt serenesense metadata ({error})") from error
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The serenesense metadata stored in an ONNX file, read with the ``onnx`` package.
-
-    For the export side, which has ``onnx`` anyway and must not build a session;
-    :func:`open_onnx` reads the same document from its session instead, so a
-    deployed box needs onnxruntime only.
-    """
-    import onnx
-
-    path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:
-        raise ModelError(f"{path}: not a readable ONNX model ({error})") from error
-    props = {p.key: p.value for p in model.metadata_props}
-    return parse_onnx_metadata(props.get(ONNX_METADATA_KEY), path)
 
 
 def open_onnx(path: str | Path, *, threads: int | None = None, spin: bool = True) -> OnnxBackend:
@@ -155,7 +137,7 @@ def open_onnx(path: str | Path, *, threads: int | None = None, spin: bool = True
     except Exception as error:
         raise ModelError(f"{path}: onnxruntime cannot load this model ({error})") from error
     custom = session.get_modelmeta().custom_metadata_map or {}
-    meta = parse_onnx_metadata(custom.get(ONNX_METADATA_KEY), path)
+    meta = _parse_onnx_metadata(custom.get(ONNX_METADATA_KEY), path)
     sample_rate = int(meta["sample_rate"])
     return OnnxBackend(
         path=path,
