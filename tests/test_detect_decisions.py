@@ -224,3 +224,23 @@ def test_onsets_and_offsets_land_within_one_hop(window, hop, smooth):
     for (start, end), (got_start, got_end) in zip(TRUTH, found, strict=True):
         assert abs(got_start - start) <= hop + 1e-9
         assert abs(got_end - end) <= hop + 1e-9
+
+
+def test_ignored_class_never_opens_events_and_its_windows_are_unknown():
+    # heli for 4 windows, then "truck" (standing in for a background class) for 4.
+    scores = [0.95] * 4 + [0.05] * 4
+    plain = _run(scores)
+    assert _closed(plain, "truck"), "without --ignore the second half is a truck event"
+    records = _run(scores, ignore=("truck",))
+    assert not [r for r in records if isinstance(r, Event) and r.class_name == "truck"]
+    assert len(_closed(records, "heli")) == 1
+    labels = [d.label for d in _decisions(records)]
+    assert labels[-1] == UNKNOWN and "truck" not in labels
+
+
+def test_ignore_names_a_class_of_the_model():
+    with pytest.raises(BadInputError, match="no class 'lorry'"):
+        make_rules(CLASSES, ignore=("lorry",))
+    with pytest.raises(BadInputError, match="every class"):
+        make_rules(CLASSES, ignore=CLASSES)
+    assert make_rules(CLASSES, ignore=("truck",)).as_dict()["ignored"] == ["truck"]

@@ -21,6 +21,7 @@ SMALL_MODELS = {
     # A narrow, 1 s CRNN keeps the test quick; the LSTM path is the same.
     "crnn": {"clip_seconds": 1.0, "channels": [8, 16, 32], "lstm_sizes": [16, 8], "hidden": 16},
     "audiomae": {"size": "tiny", "depth": 1},
+    "melcnn": {"width": 0.25, "clip_seconds": 1.0},
 }
 
 

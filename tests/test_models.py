@@ -15,6 +15,7 @@ TINY_ARGS: dict[str, dict] = {
     "cnn": {},
     "crnn": {},
     "audiomae": {"size": "tiny", "depth": 2},
+    "melcnn": {"width": 0.25, "clip_seconds": 1.0},
 }
 
 

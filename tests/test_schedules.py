@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -102,3 +103,46 @@ def test_plateau_recipe_for_small_models():
     for _ in range(config.plateau_patience + 2):
         sched.step(1.0)
     assert opt.param_groups[0]["lr"] == pytest.approx(config.lr * config.plateau_factor)
+
+
+def test_warmup_cosine_warms_up_then_decays_to_min_lr():
+    from serenesense_cli.train.schedules import warmup_cosine_lr
+
+    lrs = [
+        warmup_cosine_lr(s, base_lr=1e-3, min_lr=1e-5, warmup_steps=10, total_steps=100)
+        for s in range(101)
+    ]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:])), "monotone decay"
+    assert lrs[100] == pytest.approx(1e-5)
+    assert lrs[55] == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-6)  # half way after warm-up
+
+
+def test_warmup_cosine_follows_the_time_budget_when_it_runs_ahead():
+    from serenesense_cli.train.schedules import warmup_cosine_lr
+
+    args = {"base_lr": 1e-3, "min_lr": 0.0, "warmup_steps": 0, "total_steps": 1000}
+    assert warmup_cosine_lr(10, **args, time_fraction=1.0) == pytest.approx(0.0)
+    assert warmup_cosine_lr(10, **args, time_fraction=0.5) == pytest.approx(5e-4)
+    # Steps further along than time: steps decide.
+    assert warmup_cosine_lr(500, **args, time_fraction=0.1) == pytest.approx(5e-4)
+
+
+def test_warmup_cosine_scheduler_reads_the_clock():
+    config = recipe("melcnn")
+    assert config.scheduler == "warmup_cosine"
+    clock = {"fraction": 0.0}
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=config.lr)
+    sched, mode = build_scheduler(
+        opt, config, steps_per_epoch=10, total_steps=10_000, time_fraction=lambda: clock["fraction"]
+    )
+    assert mode == "step"
+    for _ in range(config.warmup_steps):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(config.lr, rel=1e-3)
+    clock["fraction"] = 1.0
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(config.min_lr)

@@ -19,7 +19,16 @@ from serenesense_cli.cli._output import (
 
 def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")] = Path("demo"),
-    epochs: Annotated[int, typer.Option("--epochs", help="CNN training epochs.")] = 15,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model to train (default: the recommended one)."),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Training epochs (default: the recipe's).")
+    ] = None,
+    time_limit: Annotated[
+        float, typer.Option("--time-limit", help="Training budget in seconds.")
+    ] = 150.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data and training.")] = 0,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
@@ -30,7 +39,14 @@ def demo_command(
     from serenesense_cli.demo import run_demo
 
     with progress_bars() as on_progress:
-        result = run_demo(out, epochs=epochs, seed=seed, on_progress=on_progress)
+        result = run_demo(
+            out,
+            model=model,
+            epochs=epochs,
+            time_limit=time_limit,
+            seed=seed,
+            on_progress=on_progress,
+        )
     if output_format is OutputFormat.json:
         emit_json(
             {
@@ -38,6 +54,7 @@ def demo_command(
                 "figures": result.figures,
                 "events": result.events,
                 "true_events": result.truth,
+                "event_match": result.matches,
             }
         )
         return
@@ -55,9 +72,22 @@ def demo_command(
         ["detected"],
         title="Events in the synthesised recording",
     )
+    from serenesense_cli.detect.scoring import as_span
+
+    detected = [as_span(e) for e in result.events]
     emit_table(
-        [{"true event": f"{e['class']} {e['start']:.1f}-{e['end']:.1f} s"} for e in result.truth],
-        ["true event"],
+        [
+            {
+                "true event": f"{e['class']} {e['start']:.1f}-{e['end']:.1f} s",
+                "found": "yes" if any(as_span(e).overlaps(d) for d in detected) else "no",
+            }
+            for e in result.truth
+        ],
+        ["true event", "found"],
+        title=(
+            f"True events: {result.matches.get('found', 0)} of {len(result.truth)} found, "
+            f"{result.matches.get('unmatched_detections', 0)} detection(s) matching none"
+        ),
     )
     emit_table(
         [{"what": k, "where": str(v)} for k, v in result.paths.items()],

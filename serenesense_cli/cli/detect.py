@@ -147,6 +147,14 @@ def detect_command(
         float,
         _opt("Drop events shorter than this (seconds).", "--min-duration", panel=_PANEL_DECIDE),
     ] = 0.0,
+    ignore: Annotated[
+        list[str] | None,
+        _opt(
+            "A class that never opens events, e.g. the model's background class (repeatable).",
+            "--ignore",
+            panel=_PANEL_DECIDE,
+        ),
+    ] = None,
     pad_start: Annotated[
         bool,
         _opt(
@@ -228,6 +236,7 @@ def detect_command(
         silence_dbfs=silence_dbfs,
         min_event_seconds=min_duration,
         pad_start=pad_start,
+        ignore=tuple(ignore or ()),
     )
     backend = open_backend(model, threads=threads, spin=not no_spin)
     rules = config.rules_for(tuple(backend.classes))

@@ -31,13 +31,15 @@ def models_command(
                     "parameters": count_parameters(model),
                     "window_s": spec.default_clip_seconds,
                     "frontend": spec.frontend,
+                    "recommended": spec.recommended,
                     "description": spec.description,
                 }
             )
-    columns = ["model", "parameters", "window_s", "frontend", "description"]
+    columns = ["model", "parameters", "window_s", "frontend", "recommended", "description"]
     if output_format is OutputFormat.json:
         emit_json(rows)
     elif output_format is OutputFormat.csv:
         emit_csv(rows, columns)
     else:
-        emit_table(rows, columns, title=f"Models ({num_classes} classes)")
+        shown = [{**r, "recommended": "★ recommended" if r["recommended"] else ""} for r in rows]
+        emit_table(shown, columns, title=f"Models ({num_classes} classes)")

@@ -18,7 +18,9 @@ from serenesense_cli.cli._training_options import PANEL_RUN, given, opt
 
 app = typer.Typer(help="Train a model.", no_args_is_help=True)
 
-MODEL_HELP = "Model to train: cnn, crnn or audiomae (see `serenesense models`)."
+MODEL_HELP = (
+    "Model to train: melcnn (recommended), cnn, crnn or audiomae (see `serenesense models`)."
+)
 _PANEL_INIT = "Fine-tuning (audiomae)"
 
 
@@ -62,6 +64,14 @@ def train_command(
             panel=_PANEL_INIT,
         ),
     ] = None,
+    recipe: Annotated[
+        str | None,
+        opt(
+            "default (measured best) or reference (the reference system's recipe and "
+            "data pipeline exactly; cnn, crnn and audiomae).",
+            "--recipe",
+        ),
+    ] = None,
     epochs: Annotated[int | None, opt("Epochs to train.", "--epochs", "--max-epochs")] = None,
     batch_size: Annotated[int | None, opt("Global batch size.", "--batch-size", "-b")] = None,
     lr: Annotated[float | None, opt("Peak learning rate.", "--lr")] = None,
@@ -79,6 +89,28 @@ def train_command(
     class_weighted: Annotated[
         bool | None,
         opt("Class-weighted cross-entropy.", "--class-weighted/--no-class-weighted"),
+    ] = None,
+    balanced: Annotated[
+        bool | None,
+        opt("Class-balanced sampling of training clips.", "--balanced/--no-balanced"),
+    ] = None,
+    wave_augment: Annotated[
+        bool | None,
+        opt(
+            "Random gain (+-6 dB) and spectral tilt of training windows.",
+            "--wave-augment/--no-wave-augment",
+        ),
+    ] = None,
+    crop: Annotated[
+        str | None,
+        opt("Training crops of long clips: energy (where the sound is) or random.", "--crop"),
+    ] = None,
+    val_windows: Annotated[
+        str | None,
+        opt(
+            "Validate on every window of a clip (all) or its centred one (center).",
+            "--val-windows",
+        ),
     ] = None,
     select_metric: Annotated[
         str | None,
@@ -104,7 +136,9 @@ def train_command(
 
     Examples:
 
-      serenesense train cnn --data prepared/
+      serenesense train melcnn --data prepared/ --time-limit 600
+
+      serenesense train cnn --data prepared/ --recipe reference
 
       serenesense train audiomae --size tiny --data prepared/ --epochs 5
 
@@ -115,7 +149,9 @@ def train_command(
     from serenesense_cli.errors import BadInputError
 
     if resume is None and model is None:
-        raise BadInputError("no model given", hint="serenesense train cnn|crnn|audiomae --data DIR")
+        raise BadInputError(
+            "no model given", hint="serenesense train melcnn|cnn|crnn|audiomae --data DIR"
+        )
     if resume is None and data is None:
         raise BadInputError(
             "no data set given", hint="pass --data DIR (from `serenesense data prepare`)"
@@ -134,6 +170,10 @@ def train_command(
         mix_prob=mix_prob,
         label_smoothing=label_smoothing,
         class_weighted=class_weighted,
+        balanced=balanced,
+        wave_augment=wave_augment,
+        crop=crop,
+        val_windows=val_windows,
         select_metric=select_metric,
         patience=patience,
         seed=seed,
@@ -162,11 +202,15 @@ def train_command(
         if size is not None and model != "audiomae":
             raise BadInputError(f"--size applies to audiomae only, not {model!r}")
         resolved = resolve_train_config(
-            model, config_file=config, overrides=overrides, model_args=model_args
+            model,
+            config_file=config,
+            overrides=overrides,
+            model_args=model_args,
+            recipe_name=recipe,
         )
-    elif config is not None or size is not None:
+    elif config is not None or size is not None or recipe is not None:
         raise BadInputError(
-            "--config and --size cannot change a resumed run",
+            "--config, --recipe and --size cannot change a resumed run",
             hint="resume uses the run's config.toml; flags such as --epochs may extend it",
         )
     elif init is not None or layer_decay is not None or linear_probe is not None:

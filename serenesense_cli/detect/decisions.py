@@ -19,6 +19,9 @@ The rules, in the order they apply to each window (defaults in brackets):
 4. **Minimum duration** [0 s]: shorter events are dropped (an event is
    announced as open only once it is long enough).
 5. **Unknown**: a window during which no event is open is labelled ``unknown``.
+6. **Ignored classes** [none]: classes named with ``--ignore`` (a model's
+   ``background`` class, say) never open events; their windows are
+   ``unknown`` unless another class's event is open.
 
 Time: each window stands for a *slot* of one hop around its centre,
 ``[centre - hop/2, centre + hop/2)``, the first slot starting at 0 and slots
@@ -58,10 +61,13 @@ class DecisionRules:
     smooth: int = DEFAULT_SMOOTH
     silence_dbfs: float = DEFAULT_SILENCE_DBFS
     min_event_seconds: float = 0.0
+    ignored: tuple[str, ...] = ()
+    """Classes that never open events (e.g. ``background``)."""
 
     def as_dict(self) -> dict[str, object]:
         """For reports and JSON output."""
         return {
+            "ignored": list(self.ignored),
             "thresholds": dict(zip(self.classes, self.thresholds, strict=True)),
             "close_thresholds": dict(zip(self.classes, self.close_thresholds, strict=True)),
             "smooth": self.smooth,
@@ -126,9 +132,18 @@ def make_rules(
     smooth: int = DEFAULT_SMOOTH,
     silence_dbfs: float = DEFAULT_SILENCE_DBFS,
     min_event_seconds: float = 0.0,
+    ignore: Sequence[str] = (),
 ) -> DecisionRules:
     """Check and resolve the decision settings for a model's classes."""
     classes = tuple(classes)
+    unknown = [name for name in ignore if name not in classes]
+    if unknown:
+        raise BadInputError(
+            f"--ignore: the model has no class {unknown[0]!r}",
+            hint=f"its classes are: {', '.join(classes)}",
+        )
+    if ignore and set(ignore) >= set(classes):
+        raise BadInputError("--ignore names every class of the model: nothing could be detected")
     opens = parse_thresholds(threshold, classes, default=[DEFAULT_THRESHOLD] * len(classes))
     closes = parse_thresholds(
         close_threshold,
@@ -155,6 +170,7 @@ def make_rules(
         smooth=int(smooth),
         silence_dbfs=float(silence_dbfs),
         min_event_seconds=float(min_event_seconds),
+        ignored=tuple(dict.fromkeys(ignore)),
     )
 
 
@@ -310,6 +326,8 @@ class Decider:
         out: list[WindowDecision | Event] = []
         rules = self.rules
         for c in range(len(rules.classes)):
+            if rules.classes[c] in rules.ignored:
+                continue
             score = 0.0 if silent else float(smoothed[c])
             track = self._tracks.get(c)
             if track is None and score >= rules.thresholds[c]:

@@ -50,6 +50,8 @@ class DetectConfig:
     min_event_seconds: float = 0.0
     pad_start: bool = False
     """Score zero-padded windows from the first hop instead of waiting for a full window."""
+    ignore: tuple[str, ...] = ()
+    """Classes that never open events (a model's background class)."""
 
     def rules_for(self, classes: tuple[str, ...]) -> DecisionRules:
         """Check the settings against a model's classes."""
@@ -64,6 +66,7 @@ class DetectConfig:
             smooth=self.smooth,
             silence_dbfs=self.silence_dbfs,
             min_event_seconds=self.min_event_seconds,
+            ignore=self.ignore,
         )
 
 

@@ -152,6 +152,20 @@ def frontend_nodes(model: Any) -> list[str]:
     return [n.name for n in nodes if n.name in names]
 
 
+def edge_layers(model: Any, op_types: tuple[str, ...], skip: list[str]) -> list[str]:
+    """The first and the last node of ``op_types`` (graph order), leaving out ``skip``.
+
+    Static INT8 keeps these in float: the first convolution sees the whole
+    dynamic range of the log-mel (quiet and loud clips, padding), which one
+    int8 scale cannot hold without flipping decisions, and the classifier
+    layer turns small errors into different top classes. Both are a tiny
+    share of the compute.
+    """
+    skipped = set(skip)
+    names = [n.name for n in model.graph.node if n.op_type in op_types and n.name not in skipped]
+    return list(dict.fromkeys(names[:1] + names[-1:]))
+
+
 def require_frontend_nodes(model: Any, path: str | Path) -> list[str]:
     """:func:`frontend_nodes`, or a ModelError when the graph does not mark them."""
     names = frontend_nodes(model)

@@ -289,6 +289,7 @@ def quantize_onnx(
     chosen = resolve_mode(mode, model_name)
     excluded = graph.require_frontend_nodes(fp32_proto, source)
     fp32_frontend = {n.name: n.op_type for n in fp32_proto.graph.node if n.name in set(excluded)}
+    edges = graph.edge_layers(fp32_proto, STATIC_OPS, excluded) if chosen == "static" else []
     del fp32_proto
     fp32 = open_onnx(source)
     clip_samples, sample_rate = fp32.clip_samples, fp32.sample_rate
@@ -320,7 +321,11 @@ def quantize_onnx(
     report(on_progress, "quantize", 2, total, note=f"quantizing ({chosen})")
     with atomic_path(out) as tmp:
         try:
-            settings = _run_quantizer(chosen, source, tmp, excluded=excluded, reader=reader)
+            settings = _run_quantizer(
+                chosen, source, tmp, excluded=[*excluded, *edges], reader=reader
+            )
+            if edges:
+                settings["kept_float"] = "front end, first and last layer"
         except SereneSenseError:
             raise
         except Exception as error:

@@ -9,6 +9,7 @@ from serenesense_cli.models.registry import (
     create_model,
     get_model_spec,
     list_models,
+    recommended_model,
     register_model,
 )
 
@@ -16,11 +17,13 @@ from serenesense_cli.models.registry import (
 from serenesense_cli.models import audiomae as _audiomae  # noqa: F401  isort: skip
 from serenesense_cli.models import cnn as _cnn  # noqa: F401  isort: skip
 from serenesense_cli.models import crnn as _crnn  # noqa: F401  isort: skip
+from serenesense_cli.models import melcnn as _melcnn  # noqa: F401  isort: skip
 
 __all__ = [
     "AudioClassifier",
     "create_model",
     "get_model_spec",
     "list_models",
+    "recommended_model",
     "register_model",
 ]

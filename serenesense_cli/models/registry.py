@@ -80,23 +80,42 @@ class ModelSpec:
     description: str
     default_clip_seconds: float
     frontend: str
+    recommended: bool = False
+    """The one model the docs, the demo and ``serenesense models`` recommend."""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, description: str, default_clip_seconds: float, frontend: str
+    name: str,
+    *,
+    description: str,
+    default_clip_seconds: float,
+    frontend: str,
+    recommended: bool = False,
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator: make ``factory(num_classes=..., **args)`` available by ``name``."""
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, factory, description, default_clip_seconds, frontend)
+        if recommended and any(spec.recommended for spec in _REGISTRY.values()):
+            raise ValueError(f"model {name!r}: another model is already the recommended one")
+        _REGISTRY[name] = ModelSpec(
+            name, factory, description, default_clip_seconds, frontend, recommended
+        )
         return factory
 
     return decorator
+
+
+def recommended_model() -> str:
+    """Name of the recommended model (the demo's and the docs' default)."""
+    for name in list_models():
+        if _REGISTRY[name].recommended:
+            return name
+    raise ModelError("no model is marked as recommended")
 
 
 def list_models() -> list[str]:

@@ -35,11 +35,85 @@ def center_start(n_samples: int, length: int) -> int:
     return max(0, (n_samples - length) // 2)
 
 
+CROP_MODES = ("energy", "random")
+"""How a training window is cut from a longer clip (see :func:`energetic_start`)."""
+
+ENERGY_FRAME = 1600
+"""Frame of the crop energy profile: 0.1 s at 16 kHz."""
+
+ENERGY_KEEP = 0.5
+"""A candidate window qualifies when it holds at least this share of the best one's energy."""
+
+
+def energetic_start(
+    wave: np.ndarray,
+    length: int,
+    rng: np.random.Generator,
+    *,
+    frame: int = ENERGY_FRAME,
+    keep: float = ENERGY_KEEP,
+) -> int:
+    """Start of a random training window that holds the clip's sound.
+
+    Why: labels describe the sound in a clip, but long clips are mostly
+    silence or background (a 20 s "gunshot" clip with one shot); a uniform
+    random crop of it often holds no gunshot at all, so the label is noise.
+    Candidate windows start on a ``frame`` grid; each one's energy is the sum
+    of the frame energies it covers; one is drawn uniformly among those with at
+    least ``keep`` times the best window's energy, then shifted by a random
+    part of a frame. A stationary sound (an engine) qualifies everywhere, so
+    it is cropped uniformly; a single shot is kept, at a random place in the
+    window.
+    """
+    slack = wave.shape[0] - length
+    if slack <= 0:
+        return 0
+    n_frames = wave.shape[0] // frame
+    win_frames = length // frame
+    if n_frames <= win_frames or win_frames == 0:
+        return int(rng.integers(0, slack + 1))
+    power = np.square(wave[: n_frames * frame].astype(np.float64)).reshape(n_frames, frame)
+    cumulative = np.concatenate([[0.0], np.cumsum(power.sum(axis=1))])
+    window_energy = cumulative[win_frames:] - cumulative[:-win_frames]
+    candidates = np.flatnonzero(window_energy >= keep * window_energy.max())
+    start = int(candidates[rng.integers(0, candidates.size)]) * frame
+    return min(slack, start + int(rng.integers(0, frame)))
+
+
+GAIN_DB = 6.0
+"""Waveform augmentation: random gain within +-GAIN_DB dB."""
+
+TILT = 0.4
+"""Waveform augmentation: first-order spectral tilt ``y[t] = x[t] + c x[t-1]``, ``|c| <= TILT``."""
+
+
+def augment_waveform(window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random gain and spectral tilt: what another microphone, distance or channel does.
+
+    Why: a small data set has few recording set-ups per class, and a model
+    can learn a set-up's colour and level instead of the sound. The tilt
+    (up to about +-7 dB between low and high frequencies) is renormalised to
+    the window's RMS before the gain, so gain and colour vary independently.
+    """
+    rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
+    c = rng.uniform(-TILT, TILT)
+    tilted = window.copy()
+    tilted[1:] += np.float32(c) * window[:-1]
+    new_rms = float(np.sqrt(np.mean(np.square(tilted, dtype=np.float64))))
+    if new_rms > 0 and rms > 0:
+        tilted *= np.float32(rms / new_rms)
+    gain = np.float32(10.0 ** (rng.uniform(-GAIN_DB, GAIN_DB) / 20.0))
+    return np.clip(tilted * gain, -1.0, 1.0).astype(np.float32)
+
+
 class ClipDataset(Dataset):
     """Fixed-length windows of prepared clips with their label index.
 
-    ``train=True``: a random crop of the model's window from each clip (shorter
-    clips are zero-padded); ``train=False``: the centred window.
+    ``train=True``: a random crop of the model's window from each clip, drawn
+    where the sound is (``crop="energy"``, :func:`energetic_start`) or
+    uniformly (``crop="random"``, the reference recipe); shorter clips are
+    zero-padded. ``train=False``: the centred window. ``wave_augment``
+    (training only): :func:`augment_waveform` on each window.
     """
 
     def __init__(
@@ -50,7 +124,13 @@ class ClipDataset(Dataset):
         clip_samples: int,
         train: bool,
         seed: int = 0,
+        crop: str = "energy",
+        wave_augment: bool = False,
     ) -> None:
+        self.wave_augment = wave_augment
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {', '.join(CROP_MODES)}, not {crop!r}")
+        self.crop = crop
         self.prepared = prepared
         self.indices = list(indices)
         self.clip_samples = int(clip_samples)
@@ -75,16 +155,77 @@ class ClipDataset(Dataset):
         slack = wave.shape[0] - self.clip_samples
         if self.train and slack > 0:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            start = int(rng.integers(0, slack + 1))
+            if self.crop == "energy":
+                start = energetic_start(wave, self.clip_samples, rng)
+            else:
+                start = int(rng.integers(0, slack + 1))
         else:
             start = center_start(wave.shape[0], self.clip_samples)
         window = fit_length(wave, self.clip_samples, start=start)
+        if self.train and self.wave_augment:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            window = augment_waveform(window, rng)
         return torch.from_numpy(window), self.prepared.records[index].label_index
+
+
+VAL_WINDOW_MODES = ("all", "center")
+"""Validation on every window of a clip (as ``evaluate`` does) or on its centred window."""
+
+
+class ValidationWindows(Dataset):
+    """Validation windows with the position of the clip they come from.
+
+    ``windows="all"`` scores every window of each clip with the same policy as
+    ``serenesense evaluate`` (half-window hop, tail window aligned to the end),
+    so the checkpoint is chosen on the figure users will see;
+    ``windows="center"`` scores one centred window per clip (the reference).
+    Items are ``(window, label, clip position)``.
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedSet,
+        indices: Sequence[int],
+        *,
+        clip_samples: int,
+        windows: str = "all",
+    ) -> None:
+        from serenesense_cli.evaluate.windows import window_starts
+
+        if windows not in VAL_WINDOW_MODES:
+            raise ValueError(f"windows must be one of {', '.join(VAL_WINDOW_MODES)}")
+        self.prepared = prepared
+        self.indices = list(indices)
+        self.clip_samples = int(clip_samples)
+        hop = max(1, self.clip_samples // 2)
+        self.items: list[tuple[int, int]] = []
+        for position, index in enumerate(self.indices):
+            n = self.prepared.records[index].frames
+            if windows == "center":
+                starts = [center_start(n, self.clip_samples)]
+            else:
+                starts = window_starts(n, self.clip_samples, hop)
+            self.items.extend((position, start) for start in starts)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def labels(self) -> list[int]:
+        """Label index of every clip (not window), in order."""
+        return [self.prepared.records[i].label_index for i in self.indices]
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int, int]:
+        position, start = self.items[item]
+        index = self.indices[position]
+        window = fit_length(self.prepared.waveform(index), self.clip_samples, start=start)
+        return torch.from_numpy(window), self.prepared.records[index].label_index, position
 
 
 class EpochSampler(Sampler[int]):
     """Seeded per-epoch order, sharded across ranks, skippable for resume.
 
+    With ``weights`` (balanced sampling) each epoch draws ``size`` items with
+    replacement, item ``i`` with probability proportional to ``weights[i]``.
     Rank ``r`` of ``world`` takes positions ``r, r+world, ...`` of one global
     permutation (padded to a multiple of ``world``), so with a per-rank batch
     of ``B/world`` the union of the ranks' k-th batches is exactly the k-th
@@ -99,7 +240,11 @@ class EpochSampler(Sampler[int]):
         shuffle: bool = True,
         rank: int = 0,
         world: int = 1,
+        weights: Sequence[float] | None = None,
     ) -> None:
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and len(self.weights) != size:
+            raise ValueError("one sampling weight per item is needed")
         self.size = int(size)
         self.seed = int(seed)
         self.shuffle = shuffle
@@ -114,8 +259,13 @@ class EpochSampler(Sampler[int]):
         self.skip = int(skip)
 
     def _order(self) -> list[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is not None:
+            # Balanced: draw with replacement, each item by its weight (1 / class size).
+            order = torch.multinomial(
+                self.weights, self.size, replacement=True, generator=generator
+            ).tolist()
+        elif self.shuffle:
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
@@ -128,6 +278,12 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, -(-self.size // self.world) - self.skip)
+
+
+def balanced_weights(labels: Sequence[int]) -> list[float]:
+    """Per-item sampling weights ``1 / n_c``: every class is drawn equally often."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    return [1.0 / counts[label] for label in labels]
 
 
 def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
@@ -164,7 +320,12 @@ def epoch_data(
     """
     local_batch = local_batch_size(config.batch_size, context)
     loader_args = {"num_workers": config.workers, "pin_memory": context.device.type == "cuda"}
-    sampler = EpochSampler(len(train_set), seed=config.seed, rank=context.rank, world=context.world)
+    weights = None
+    if getattr(config, "balanced", False):
+        weights = balanced_weights(train_set.labels())
+    sampler = EpochSampler(
+        len(train_set), seed=config.seed, rank=context.rank, world=context.world, weights=weights
+    )
     loader = DataLoader(
         train_set,
         batch_size=local_batch,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from serenesense_cli.config import load_toml, merge_config
 from serenesense_cli.data.cache import PreparedSet, open_prepared
-from serenesense_cli.errors import BadInputError, DataSetError
+from serenesense_cli.errors import BadInputError, ConfigError, DataSetError
 from serenesense_cli.evaluate.metrics import basic_metrics
 from serenesense_cli.fileio import write_text_atomic
 from serenesense_cli.models import create_model
@@ -36,7 +36,7 @@ from serenesense_cli.progress import ProgressCallback
 from serenesense_cli.train import distributed as dist_utils
 from serenesense_cli.train.checkpoint import load_training_state
 from serenesense_cli.train.config import TrainConfig, recipe, resolve_train_config
-from serenesense_cli.train.data import ClipDataset, class_weights, epoch_data
+from serenesense_cli.train.data import ClipDataset, ValidationWindows, class_weights, epoch_data
 from serenesense_cli.train.history import read_history
 from serenesense_cli.train.loop import EpochLoop, EpochTask, RunWeights, seed_everything
 from serenesense_cli.train.schedules import build_scheduler, effective_warmup
@@ -145,24 +145,39 @@ def validate(
     precision: str,
     num_classes: int,
 ) -> dict[str, float]:
-    """Mean CE loss (unweighted), accuracy and macro-F1 on centred windows."""
+    """Loss (unweighted), accuracy and macro-F1 of whole clips.
+
+    The loader yields ``(windows, labels, clip positions)``
+    (:class:`~serenesense_cli.train.data.ValidationWindows`); a clip's
+    probabilities are the mean of its windows' probabilities, as in
+    ``serenesense evaluate``, and the loss is the clip's negative log of the
+    mean probability of its class (plain cross-entropy for one window a clip).
+    """
     model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
-    total, loss_sum = 0, 0.0
-    preds: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for waves, targets in loader:
-        waves, targets = waves.to(device), targets.to(device)
+    prob_sums: dict[int, torch.Tensor] = {}
+    counts: dict[int, int] = {}
+    clip_labels: dict[int, int] = {}
+    for waves, targets, positions in loader:
         with _autocast(device, precision):
-            logits = model(waves)
-        logits = logits.float()
-        loss_sum += float(criterion(logits, targets))
-        total += targets.numel()
-        preds.append(logits.argmax(1).cpu().numpy())
-        labels.append(targets.cpu().numpy())
-    metrics = basic_metrics(np.concatenate(labels), np.concatenate(preds), num_classes)
+            logits = model(waves.to(device))
+        probs = torch.softmax(logits.float(), dim=1).cpu()
+        for prob, target, position in zip(probs, targets.tolist(), positions.tolist(), strict=True):
+            if position in prob_sums:
+                prob_sums[position] += prob
+                counts[position] += 1
+            else:
+                prob_sums[position] = prob.clone()
+                counts[position] = 1
+                clip_labels[position] = int(target)
+    order = sorted(prob_sums)
+    if not order:
+        raise DataSetError("the validation set has no windows to score")
+    mean_probs = torch.stack([prob_sums[p] / counts[p] for p in order])
+    labels = torch.tensor([clip_labels[p] for p in order])
+    picked = mean_probs[torch.arange(len(order)), labels].clamp_min(1e-12)
+    metrics = basic_metrics(labels.numpy(), mean_probs.argmax(1).numpy(), num_classes)
     return {
-        "val_loss": loss_sum / max(1, total),
+        "val_loss": float(-picked.log().mean()),
         "val_acc": metrics["accuracy"],
         "val_macro_f1": metrics["macro_f1"],
     }
@@ -212,7 +227,13 @@ def _resolve_resume_config(resume: Path, overrides: dict[str, Any]) -> tuple[Tra
         raise BadInputError(f"{config_path}: no `data` entry; pass --data")
     model_name = str(values.pop("model", ""))
     model_args = values.pop("model_args", {}) or {}
-    config = merge_config(recipe(model_name), values, where=str(config_path))
+    # Runs saved before recipes had names used the reference pipeline.
+    saved_recipe = str(values.get("recipe", "default" if "crop" in values else "reference"))
+    try:
+        base = recipe(model_name, saved_recipe)
+    except ConfigError:
+        base = recipe(model_name)
+    config = merge_config(base, values, where=str(config_path))
     if overrides:
         config = merge_config(config, overrides, where="command line")
     config = dataclasses.replace(config, model=model_name, model_args=dict(model_args))
@@ -301,9 +322,17 @@ def _train(
     train_model = dist_utils.wrap_model(net, context)
 
     train_set = ClipDataset(
-        prepared, train_idx, clip_samples=net.clip_samples, train=True, seed=config.seed
+        prepared,
+        train_idx,
+        clip_samples=net.clip_samples,
+        train=True,
+        seed=config.seed,
+        crop=config.crop,
+        wave_augment=config.wave_augment,
     )
-    val_set = ClipDataset(prepared, val_idx, clip_samples=net.clip_samples, train=False)
+    val_set = ValidationWindows(
+        prepared, val_idx, clip_samples=net.clip_samples, windows=config.val_windows
+    )
     data_feed = epoch_data(train_set, config, context)
     # Own generator here too: no loader may draw from the global RNG (resume exactness).
     val_loader = DataLoader(
@@ -317,11 +346,21 @@ def _train(
     steps_per_epoch = data_feed.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     optimizer = _build_optimizer(net, config)
+    time_fraction = None
+    if config.time_limit > 0:
+
+        def time_fraction() -> float:
+            return (time.perf_counter() - started) / config.time_limit
+
     scheduler, step_mode = build_scheduler(
-        optimizer, config, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+        optimizer,
+        config,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        time_fraction=time_fraction,
     )
     warmup = effective_warmup(config, total_steps)
-    if config.scheduler == "warmup_cosine_restarts" and warmup < config.warmup_steps:
+    if warmup < config.warmup_steps:
         notes.append(
             f"warm-up shortened from {config.warmup_steps} to {warmup} steps "
             f"(10% of this run's {total_steps} steps)"

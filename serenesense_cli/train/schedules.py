@@ -11,6 +11,7 @@ CosineAnnealingWarmRestarts`` (tested).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,6 +51,31 @@ def warmup_cosine_restarts_lr(
     return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * t_cur / period)) / 2
 
 
+def warmup_cosine_lr(
+    step: int,
+    *,
+    base_lr: float,
+    min_lr: float,
+    warmup_steps: int,
+    total_steps: int,
+    time_fraction: float = 0.0,
+) -> float:
+    """Linear warm-up, then one cosine decay from ``base_lr`` to ``min_lr``.
+
+    Progress is the larger of the step fraction ``step / total_steps`` and
+    ``time_fraction`` (the share of a ``--time-limit`` budget used), so a run
+    cut short by its time budget still ends at a low learning rate instead of
+    being stopped at its peak.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    total = max(1, total_steps)
+    progress = max(step / total, min(1.0, max(0.0, time_fraction)))
+    start = min(warmup_steps / total, 0.999)
+    t = min(1.0, max(0.0, (progress - start) / (1.0 - start)))
+    return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * t)) / 2
+
+
 def effective_warmup(config: TrainConfig, total_steps: int) -> int:
     """Warm-up steps actually used: the recipe's, capped at 10 % of a short run.
 
@@ -57,7 +83,7 @@ def effective_warmup(config: TrainConfig, total_steps: int) -> int:
     a run that would never leave warm-up learns nothing, so short runs warm up
     over a tenth of their steps instead (the run log says so).
     """
-    if config.scheduler != "warmup_cosine_restarts":
+    if config.scheduler not in ("warmup_cosine_restarts", "warmup_cosine"):
         return 0
     return min(config.warmup_steps, max(1, total_steps // 10)) if total_steps else 0
 
@@ -68,8 +94,13 @@ def build_scheduler(
     *,
     steps_per_epoch: int,
     total_steps: int,
+    time_fraction: Callable[[], float] | None = None,
 ) -> tuple[Any, str]:
-    """A scheduler and how to step it: ``"step"`` (per batch) or ``"epoch"`` (plateau)."""
+    """A scheduler and how to step it: ``"step"`` (per batch) or ``"epoch"`` (plateau).
+
+    ``time_fraction`` (the share of the time budget used so far) makes
+    ``warmup_cosine`` follow the time budget as well as the step count.
+    """
     if config.scheduler == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
@@ -95,4 +126,20 @@ def build_scheduler(
             return lr / config.lr
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "step"
+    if config.scheduler == "warmup_cosine":
+        warmup = effective_warmup(config, total_steps)
+        clock = time_fraction or (lambda: 0.0)
+
+        def cosine_factor(step: int) -> float:
+            lr = warmup_cosine_lr(
+                step,
+                base_lr=config.lr,
+                min_lr=config.min_lr,
+                warmup_steps=warmup,
+                total_steps=total_steps,
+                time_fraction=clock(),
+            )
+            return lr / config.lr
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor), "step"
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0), "step"
