@@ -103,10 +103,10 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str, int]:
     return (row["model"], row["recipe"], row["select_metric"], int(row["seed"]))
 
 
-def _spread(values: list[float]) -> str:
+def _spread(values: list[float], digits: int = 3) -> str:
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def render_table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> str:
@@ -151,7 +151,7 @@ def render_table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) ->
                 f"| {_spread([r['test_acc'] for r in group])} "
                 f"| {_spread([r['test_macro_f1'] for r in group])} "
                 f"| {_spread([r['int8_test_macro_f1'] for r in group])} "
-                f"| {_spread([100 * r['int8_agreement'] for r in group])} % |"
+                f"| {_spread([100 * r['int8_agreement'] for r in group], 1)} % |"
             )
     return "\n".join(lines)
 
@@ -230,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_doc:
         header = (
             f"Measured with `python benchmarks/train_real.py --data DATA --time-limit "
-            f"{args.time_limit:g}` on this 2-core CPU; best checkpoint chosen on val macro-F1; "
-            "test = the split `data prepare` makes; INT8 = static QDQ (dynamic for audiomae)."
+            f"{args.time_limit:g}` on this 2-core CPU; best checkpoint chosen on the validation "
+            "metric in 'best by', never on test; test = the split `data prepare` makes; INT8 = "
+            "static QDQ (dynamic for audiomae); agreement = test clips whose top class is the "
+            "same in FP32 and INT8 ONNX; the second table is mean ± standard deviation over seeds."
         )
         write_doc(args.doc, table, header)
     return 0

@@ -113,3 +113,21 @@ def test_onnx_without_serenesense_metadata_is_refused_by_name(tmp_path, runner):
     result = runner.invoke(app, ["detect", str(wav), "--model", str(bare)])
     assert result.exit_code != 0
     assert f"{bare}: this ONNX model has no serenesense metadata" in result.output
+
+
+def test_cli_ignore_keeps_a_background_class_out_of_the_events(runner, scene_wav, tmp_path):
+    from serenesense_cli.cli import app
+
+    path, scene = scene_wav
+    model = write_loudness_onnx(
+        tmp_path / "loudness.onnx", floor_dbfs=scene.background_dbfs, classes=("sound", "quiet")
+    )
+    args = ["detect", str(path), "--model", str(model), "--format", "jsonl"]
+    plain = [json.loads(line) for line in runner.invoke(app, args).stdout.splitlines()]
+    assert "quiet" in {e["class"] for e in plain}, "without --ignore the gaps are events"
+    result = runner.invoke(app, [*args, "--ignore", "quiet"])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events and {e["class"] for e in events} == {"sound"}
+    bad = runner.invoke(app, [*args, "--ignore", "lorry"])
+    assert bad.exit_code == 2 and "no class 'lorry'" in bad.output

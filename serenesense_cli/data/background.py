@@ -25,8 +25,9 @@ from serenesense_cli.data.sounds import background
 from serenesense_cli.errors import BadInputError
 
 BACKGROUND_CLASS = "background"
-LEVEL_DBFS = (-50.0, -18.0)
-"""RMS level range of the clips (dB full scale)."""
+LEVEL_DBFS = (-55.0, -25.0)
+"""RMS level range of the clips (dB full scale): that of the background under the
+synthetic clips (their events peak at -26 to -1 dBFS, 0-30 dB above it)."""
 
 
 def write_background_clips(
