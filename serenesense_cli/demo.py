@@ -41,6 +41,8 @@ class DemoResult:
     model: str = ""
     matches: dict[str, Any] = field(default_factory=dict)
     """Found true events and unmatched detections (:func:`match_events`)."""
+    truth_found: list[bool] = field(default_factory=list)
+    """For each of ``truth``: whether a detected event of its class overlaps it."""
 
 
 DEMO_TIME_LIMIT = 150.0
@@ -179,6 +181,7 @@ def run_demo(
     ]
     matched = match_events(result.truth, result.events)
     result.matches = matched.summary()
+    result.truth_found = [span in matched.found for span in matched.truth]
     result.figures["true events found"] = f"{len(matched.found)} of {len(matched.truth)}"
     result.figures["unmatched detections"] = len(matched.unmatched)
     stage(8)

@@ -66,6 +66,8 @@ def test_short_clips_start_at_zero_and_draws_are_reproducible():
 class _Records:
     """A stand-in prepared set: clip waveforms and labels in memory."""
 
+    sample_rate = SR
+
     def __init__(self, waves, labels):
         from types import SimpleNamespace
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from serenesense_cli.data.cache import PreparedSet
-from serenesense_cli.train.config import PretrainConfig, TrainConfig
+from serenesense_cli.train.config import CROPS, VAL_WINDOWS, PretrainConfig, TrainConfig
 from serenesense_cli.train.distributed import DistContext, local_batch_size
 
 
@@ -34,9 +34,6 @@ def center_start(n_samples: int, length: int) -> int:
     """Start of a centred window (0 when the clip is shorter than the window)."""
     return max(0, (n_samples - length) // 2)
 
-
-CROP_MODES = ("energy", "random")
-"""How a training window is cut from a longer clip (see :func:`energetic_start`)."""
 
 ENERGY_FRAME = 1600
 """Frame of the crop energy profile: 0.1 s at 16 kHz."""
@@ -128,8 +125,8 @@ class ClipDataset(Dataset):
         wave_augment: bool = False,
     ) -> None:
         self.wave_augment = wave_augment
-        if crop not in CROP_MODES:
-            raise ValueError(f"crop must be one of {', '.join(CROP_MODES)}, not {crop!r}")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, not {crop!r}")
         self.crop = crop
         self.prepared = prepared
         self.indices = list(indices)
@@ -168,10 +165,6 @@ class ClipDataset(Dataset):
         return torch.from_numpy(window), self.prepared.records[index].label_index
 
 
-VAL_WINDOW_MODES = ("all", "center")
-"""Validation on every window of a clip (as ``evaluate`` does) or on its centred window."""
-
-
 class ValidationWindows(Dataset):
     """Validation windows with the position of the clip they come from.
 
@@ -190,14 +183,14 @@ class ValidationWindows(Dataset):
         clip_samples: int,
         windows: str = "all",
     ) -> None:
-        from serenesense_cli.evaluate.windows import window_starts
+        from serenesense_cli.evaluate.windows import hop_samples, window_starts
 
-        if windows not in VAL_WINDOW_MODES:
-            raise ValueError(f"windows must be one of {', '.join(VAL_WINDOW_MODES)}")
+        if windows not in VAL_WINDOWS:
+            raise ValueError(f"windows must be one of {', '.join(VAL_WINDOWS)}")
         self.prepared = prepared
         self.indices = list(indices)
         self.clip_samples = int(clip_samples)
-        hop = max(1, self.clip_samples // 2)
+        hop = hop_samples(None, prepared.sample_rate, self.clip_samples)  # evaluate's default
         self.items: list[tuple[int, int]] = []
         for position, index in enumerate(self.indices):
             n = self.prepared.records[index].frames

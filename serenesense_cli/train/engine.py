@@ -39,7 +39,11 @@ from serenesense_cli.train.config import TrainConfig, recipe, resolve_train_conf
 from serenesense_cli.train.data import ClipDataset, ValidationWindows, class_weights, epoch_data
 from serenesense_cli.train.history import read_history
 from serenesense_cli.train.loop import EpochLoop, EpochTask, RunWeights, seed_everything
-from serenesense_cli.train.schedules import build_scheduler, effective_warmup
+from serenesense_cli.train.schedules import (
+    WARMUP_SCHEDULERS,
+    build_scheduler,
+    effective_warmup,
+)
 from serenesense_cli.train.stopping import StopRequest, stop_reason
 
 HISTORY_COLUMNS = (
@@ -147,34 +151,26 @@ def validate(
 ) -> dict[str, float]:
     """Loss (unweighted), accuracy and macro-F1 of whole clips.
 
-    The loader yields ``(windows, labels, clip positions)``
-    (:class:`~serenesense_cli.train.data.ValidationWindows`); a clip's
-    probabilities are the mean of its windows' probabilities, as in
-    ``serenesense evaluate``, and the loss is the clip's negative log of the
-    mean probability of its class (plain cross-entropy for one window a clip).
+    The loader yields ``(windows, labels, clip positions)`` of a
+    :class:`~serenesense_cli.train.data.ValidationWindows`, whose ``labels()``
+    gives one label per clip; a clip's probabilities are the mean of its
+    windows' probabilities, as in ``serenesense evaluate``, and the loss is the
+    clip's negative log of the mean probability of its class (plain
+    cross-entropy for one window a clip).
     """
     model.eval()
-    prob_sums: dict[int, torch.Tensor] = {}
-    counts: dict[int, int] = {}
-    clip_labels: dict[int, int] = {}
-    for waves, targets, positions in loader:
+    labels = torch.tensor(loader.dataset.labels(), dtype=torch.long)  # one per clip
+    if labels.numel() == 0:
+        raise DataSetError("the validation set has no windows to score")
+    prob_sums = torch.zeros(labels.numel(), num_classes)
+    counts = torch.zeros(labels.numel())
+    for waves, _targets, positions in loader:
         with _autocast(device, precision):
             logits = model(waves.to(device))
-        probs = torch.softmax(logits.float(), dim=1).cpu()
-        for prob, target, position in zip(probs, targets.tolist(), positions.tolist(), strict=True):
-            if position in prob_sums:
-                prob_sums[position] += prob
-                counts[position] += 1
-            else:
-                prob_sums[position] = prob.clone()
-                counts[position] = 1
-                clip_labels[position] = int(target)
-    order = sorted(prob_sums)
-    if not order:
-        raise DataSetError("the validation set has no windows to score")
-    mean_probs = torch.stack([prob_sums[p] / counts[p] for p in order])
-    labels = torch.tensor([clip_labels[p] for p in order])
-    picked = mean_probs[torch.arange(len(order)), labels].clamp_min(1e-12)
+        prob_sums.index_add_(0, positions, torch.softmax(logits.float(), dim=1).cpu())
+        counts.index_add_(0, positions, torch.ones(positions.numel()))
+    mean_probs = prob_sums / counts.clamp_min(1.0).unsqueeze(1)
+    picked = mean_probs[torch.arange(labels.numel()), labels].clamp_min(1e-12)
     metrics = basic_metrics(labels.numpy(), mean_probs.argmax(1).numpy(), num_classes)
     return {
         "val_loss": float(-picked.log().mean()),
@@ -360,7 +356,7 @@ def _train(
         time_fraction=time_fraction,
     )
     warmup = effective_warmup(config, total_steps)
-    if warmup < config.warmup_steps:
+    if config.scheduler in WARMUP_SCHEDULERS and warmup < config.warmup_steps:
         notes.append(
             f"warm-up shortened from {config.warmup_steps} to {warmup} steps "
             f"(10% of this run's {total_steps} steps)"

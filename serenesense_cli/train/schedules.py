@@ -76,6 +76,10 @@ def warmup_cosine_lr(
     return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * t)) / 2
 
 
+WARMUP_SCHEDULERS = ("warmup_cosine_restarts", "warmup_cosine")
+"""Schedulers that start with a linear warm-up over ``warmup_steps``."""
+
+
 def effective_warmup(config: TrainConfig, total_steps: int) -> int:
     """Warm-up steps actually used: the recipe's, capped at 10 % of a short run.
 
@@ -83,7 +87,7 @@ def effective_warmup(config: TrainConfig, total_steps: int) -> int:
     a run that would never leave warm-up learns nothing, so short runs warm up
     over a tenth of their steps instead (the run log says so).
     """
-    if config.scheduler not in ("warmup_cosine_restarts", "warmup_cosine"):
+    if config.scheduler not in WARMUP_SCHEDULERS:
         return 0
     return min(config.warmup_steps, max(1, total_steps // 10)) if total_steps else 0
 
@@ -110,36 +114,41 @@ def build_scheduler(
             min_lr=config.min_lr,
         )
         return scheduler, "epoch"
+    warmup = effective_warmup(config, total_steps)
     if config.scheduler == "warmup_cosine_restarts":
-        warmup = effective_warmup(config, total_steps)
         period = config.restart_epochs * max(1, steps_per_epoch)
-
-        def factor(step: int) -> float:
-            lr = warmup_cosine_restarts_lr(
+        return _per_step(
+            optimizer,
+            config,
+            lambda step: warmup_cosine_restarts_lr(
                 step,
                 base_lr=config.lr,
                 min_lr=config.min_lr,
                 warmup_steps=warmup,
                 period_steps=period,
                 period_mult=config.restart_mult,
-            )
-            return lr / config.lr
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "step"
+            ),
+        )
     if config.scheduler == "warmup_cosine":
-        warmup = effective_warmup(config, total_steps)
         clock = time_fraction or (lambda: 0.0)
-
-        def cosine_factor(step: int) -> float:
-            lr = warmup_cosine_lr(
+        return _per_step(
+            optimizer,
+            config,
+            lambda step: warmup_cosine_lr(
                 step,
                 base_lr=config.lr,
                 min_lr=config.min_lr,
                 warmup_steps=warmup,
                 total_steps=total_steps,
                 time_fraction=clock(),
-            )
-            return lr / config.lr
+            ),
+        )
+    return _per_step(optimizer, config, lambda _step: config.lr)
 
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor), "step"
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0), "step"
+
+def _per_step(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, lr_at: Callable[[int], float]
+) -> tuple[Any, str]:
+    """A scheduler stepped every batch that sets the rate ``lr_at(step)``."""
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step) / config.lr)
+    return scheduler, "step"
