@@ -64,8 +64,27 @@ def test_training_table_has_the_baseline_every_run_and_the_spread(tmp_path):
 
 @pytest.mark.parametrize("argv", [["--help"]])
 def test_scripts_have_a_usage(argv, capsys):
-    for name in ("baseline", "train_real"):
+    for name in ("baseline", "train_real", "gain_robustness"):
         with pytest.raises(SystemExit) as info:
             _load(name).main(argv)
         assert info.value.code == 0
         assert "usage" in capsys.readouterr().out
+
+
+def test_gain_robustness_scores_every_gain_and_tabulates(monkeypatch, tone_prepared):
+    bench = _load("gain_robustness")
+    seen = []
+
+    class _Result:
+        def __init__(self, gain):
+            self.summary = {"accuracy": 1.0, "macro_f1": 1.0 + gain / 100}
+
+    def fake_evaluate(*, model, data, split, gain_db, write):
+        seen.append((split, gain_db, write))
+        return _Result(gain_db)
+
+    monkeypatch.setattr("serenesense_cli.evaluate.run.evaluate_model", fake_evaluate)
+    row = bench.gain_scores("m.onnx", tone_prepared, gains=(-10.0, 0.0))
+    assert seen == [("val", -10.0, False), ("val", 0.0, False)]
+    table = bench.render_table([row])
+    assert "| -10 dB | 0 dB |" in table and "| m.onnx | 0.900 | 1.000 |" in table

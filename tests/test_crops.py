@@ -149,3 +149,34 @@ def test_balanced_sampler_draws_classes_evenly_and_reproducibly():
     assert list(sampler) != order
     with pytest.raises(ValueError):
         EpochSampler(5, seed=0, weights=[1.0, 2.0])
+
+
+def test_mix_under_adds_another_clip_quietly_and_keeps_silence():
+    from serenesense_cli.train.data import mix_under
+
+    rng = np.random.default_rng(0)
+    main = (rng.standard_normal(3 * SR) * 0.1).astype(np.float32)
+    other = (rng.standard_normal(3 * SR) * 0.5).astype(np.float32)
+    for seed in range(5):
+        mixed = mix_under(main, other, np.random.default_rng(seed))
+        added = mixed - main
+        ratio_db = 20 * np.log10(np.sqrt(np.mean(added**2)) / np.sqrt(np.mean(main**2)))
+        assert -24.1 <= ratio_db <= -11.9
+    silent = np.zeros(3 * SR, np.float32)
+    assert np.array_equal(mix_under(silent, other, np.random.default_rng(0)), silent)
+
+
+def test_clip_dataset_mix_back_is_reproducible_and_keeps_labels():
+    waves = [_clip_with_burst(5.0, 1.0 + i) for i in range(4)]
+    prepared = _Records(waves, [0, 1, 2, 3])
+    mixed = ClipDataset(prepared, range(4), clip_samples=3 * SR, train=True, mix_back=1.0)
+    plain = ClipDataset(prepared, range(4), clip_samples=3 * SR, train=True)
+    for i in range(4):
+        window, label = mixed[i]
+        again, _ = mixed[i]
+        assert label == i and torch.equal(window, again)
+        assert not torch.equal(window, plain[i][0])  # something was mixed under it
+    val = ClipDataset(prepared, range(4), clip_samples=3 * SR, train=False, mix_back=1.0)
+    assert torch.equal(
+        val[0][0], ClipDataset(prepared, range(4), clip_samples=3 * SR, train=False)[0][0]
+    )

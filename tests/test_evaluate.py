@@ -221,6 +221,34 @@ def test_clip_probabilities_are_the_mean_of_window_probabilities(
     assert result.metrics_path is None
 
 
+def test_gain_scales_every_clip_before_scoring(monkeypatch, tone_prepared, tmp_path):
+    backend = FakeBackend()
+    monkeypatch.setattr("serenesense_cli.inference.backends.open_backend", lambda *a, **k: backend)
+    result = evaluate_model(
+        model=tmp_path / "fake.model", data=tone_prepared, split="test", gain_db=-20, write=False
+    )
+    prepared = open_prepared(tone_prepared)
+    for i, row in zip(prepared.indices("test"), result.predictions, strict=True):
+        quiet = prepared.waveform(i) * np.float32(0.1)
+        windows = slice_windows(quiet, backend.clip_samples, backend.clip_samples // 2)
+        got = [row[PROB_PREFIX + c] for c in backend.classes]
+        np.testing.assert_allclose(got, fake_probs(windows).mean(axis=0), rtol=1e-6)
+    assert result.report["gain_db"] == -20.0
+
+
+def test_cli_gain_is_logged_recorded_and_range_checked(runner, tone_run, tone_prepared, tmp_path):
+    out = tmp_path / "quiet"
+    args = ["evaluate", str(tone_run), "--data", str(tone_prepared), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--gain-db", "-10"])
+    assert result.exit_code == 0, result.output
+    assert "scaled by -10 dB" in result.stderr
+    assert json.loads((out / "metrics.json").read_text())["gain_db"] == -10.0
+    for bad in ("-100", "nan"):
+        refused = runner.invoke(app, [*args, "--gain-db", bad])
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr.startswith("Error: ") or "Usage" in refused.stderr
+
+
 def _export_onnx(run_dir: Path, out_path: Path) -> Path:
     """The project's exporter when present, else a torch.onnx export that follows
     the same convention (input waveform, outputs logits/probabilities, metadata)."""

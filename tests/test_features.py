@@ -34,10 +34,10 @@ def tone(freq: float, seconds: float, batch: int = 1) -> torch.Tensor:
     return torch.tensor(np.tile(x, (batch, 1)), dtype=torch.float32)
 
 
-def noisy_tone(seconds: float, seed: int = 0) -> np.ndarray:
+def noisy_tone(seconds: float, seed: int = 0, freq: float = 700.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(round(seconds * SR)) / SR
-    return 0.3 * rng.standard_normal(t.shape) + 0.5 * np.sin(2 * np.pi * 700 * t)
+    return 0.3 * rng.standard_normal(t.shape) + 0.5 * np.sin(2 * np.pi * freq * t)
 
 
 # --- an independent numpy pipeline -------------------------------------------------------------
@@ -369,3 +369,37 @@ def test_onnx_export_matches_torch(tmp_path: Path, frontend: nn.Module) -> None:
         assert got.shape == expected.shape == (batch, *frontend.output_shape)
         span = float(expected.max() - expected.min())
         assert float(np.abs(got - expected).max()) < 1e-3 * span
+
+
+def test_mfcc_dataset_zscore_keeps_the_envelope_and_ignores_the_gain() -> None:
+    """``zscore="dataset"``: training-set statistics per coefficient, no per-clip
+    z-scoring, so two clips with different spectra stay apart while a gain
+    change (a constant log-mel offset, which only moves c0) is removed."""
+    low = torch.tensor(noisy_tone(3.0, freq=300.0)[None], dtype=torch.float32)
+    high = torch.tensor(noisy_tone(3.0, freq=3000.0)[None], dtype=torch.float32)
+    frontend = MFCCStack(zscore="dataset")
+    frontend.train()
+    for _ in range(20):  # running statistics of a small "training set"
+        frontend(torch.cat([low, high, low * 0.3, high * 2.0]))
+    frontend.eval()
+    torch.testing.assert_close(frontend(low * 0.1), frontend(low), atol=1e-3, rtol=0)
+    gap = (frontend(low)[0, 0].mean(-1) - frontend(high)[0, 0].mean(-1)).abs().max()
+    clip_gap = (MFCCStack()(low)[0, 0].mean(-1) - MFCCStack()(high)[0, 0].mean(-1)).abs().max()
+    assert float(gap) > 0.5 and float(clip_gap) < 1e-4  # per-clip z-scoring erases it
+    assert frontend.config()["zscore"] == "dataset"
+    assert sum(p.numel() for p in frontend.parameters()) == 0  # buffers only
+
+
+def test_mfcc_zscore_mode_is_checked() -> None:
+    with pytest.raises(ConfigError, match="zscore"):
+        MFCCStack(zscore="global")
+
+
+def test_logmel_window_level_removes_the_gain_only() -> None:
+    x = torch.tensor(noisy_tone(3.0)[None], dtype=torch.float32)
+    keep, window = LogMel(clip_seconds=3.0), LogMel(clip_seconds=3.0, level="window")
+    torch.testing.assert_close(window(x * 0.2), window(x), atol=1e-3, rtol=0)
+    diff = keep(x) - window(x)  # a constant offset per window, nothing else
+    torch.testing.assert_close(diff, torch.full_like(diff, float(diff.mean())), atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match="level"):
+        LogMel(level="clip")

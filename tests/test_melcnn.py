@@ -55,12 +55,46 @@ def test_pooling_accepts_any_number_of_frames():
             assert model.classify_features(torch.randn(2, 1, 64, frames)).shape == (2, 3)
 
 
-def test_level_is_kept_by_the_front_end():
-    """No per-clip normalisation: a quieter copy of a clip gives other features."""
+def test_front_end_ignores_the_recording_gain():
+    """The window's mean log-mel is removed: a quieter copy gives the same input."""
     model = create_model("melcnn", num_classes=3, **TINY).eval()
+    wave = torch.randn(1, model.clip_samples) * 0.1
+    wave[:, : model.clip_samples // 2] *= 0.2  # quieter first half: dynamics stay
+    for gain in (0.3, 2.0):
+        torch.testing.assert_close(
+            model.frontend(wave * gain), model.frontend(wave), atol=1e-3, rtol=0
+        )
+    with torch.no_grad():
+        torch.testing.assert_close(model(wave * 0.3), model(wave), atol=1e-3, rtol=0)
+
+
+def test_front_end_keeps_spectral_shape_and_dynamics():
+    model = create_model("melcnn", num_classes=3, **TINY).eval()
+    t = torch.arange(model.clip_samples) / model.sample_rate
+    low, high = torch.sin(2 * torch.pi * 200 * t), torch.sin(2 * torch.pi * 3000 * t)
+    low_f, high_f = model.frontend(low[None] * 0.1), model.frontend(high[None] * 0.1)
+    assert float((low_f - high_f).abs().max()) > 1.0  # colour is not normalised away
+    burst = torch.randn(model.clip_samples, generator=torch.Generator().manual_seed(0)) * 0.001
+    burst[: model.clip_samples // 4] *= 100  # 40 dB louder first quarter
+    feats = model.frontend(burst[None] * 0.1)[0, 0]
+    frames = feats.shape[-1]
+    loud, quiet = feats[:, 2 : frames // 4 - 2].mean(), feats[:, -frames // 4 :].mean()
+    assert float(loud - quiet) > 3.0  # 40 dB louder: 9.2 in ln power, halved by (x - m) / 2s
+
+
+def test_level_can_be_kept_as_an_option():
+    model = create_model("melcnn", num_classes=3, level="keep", **TINY).eval()
     wave = torch.randn(1, model.clip_samples) * 0.1
     loud, quiet = model.frontend(wave), model.frontend(wave * 0.1)
     assert float((loud - quiet).mean()) > 1.0
+    assert model.frontend.config()["level"] == "keep"
+
+
+def test_unknown_level_mode_is_refused():
+    from serenesense_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="level"):
+        create_model("melcnn", num_classes=3, level="clip", **TINY)
 
 
 def test_bad_sizes_are_refused():

@@ -20,7 +20,7 @@ def test_reference_recipe_is_the_reference_system_exactly(model):
 
 
 def test_reference_models_keep_their_hyper_parameters_by_default():
-    default, reference = recipe("cnn"), recipe("cnn", "reference")
+    default, reference = recipe("crnn"), recipe("crnn", "reference")
     assert (default.optimizer, default.lr, default.scheduler, default.epochs) == (
         reference.optimizer,
         reference.lr,
@@ -28,6 +28,18 @@ def test_reference_models_keep_their_hyper_parameters_by_default():
         reference.epochs,
     )
     assert default.crop == "energy" and default.val_windows == "all"
+    assert default.model_args == reference.model_args == {}
+
+
+def test_cnn_default_recipe_z_scores_mfcc_with_data_set_statistics():
+    default, reference = recipe("cnn"), recipe("cnn", "reference")
+    assert default.model_args == {"mfcc_zscore": "dataset"} and reference.model_args == {}
+    assert default.optimizer == "adamw" and default.select_metric == "loss"
+    assert default.epochs == reference.epochs == 150
+    default.model_args["x"] = 1  # a caller's edit does not reach the recipe table
+    assert recipe("cnn").model_args == {"mfcc_zscore": "dataset"}
+    merged = resolve_train_config("cnn", model_args={"hidden": 8})
+    assert merged.model_args == {"mfcc_zscore": "dataset", "hidden": 8}
 
 
 def test_melcnn_recipe_and_no_reference_recipe_for_it():

@@ -90,11 +90,11 @@ def test_short_runs_shorten_the_warmup():
     config = recipe("audiomae")
     assert effective_warmup(config, 100_000) == 1000
     assert effective_warmup(config, 200) == 20
-    assert effective_warmup(recipe("cnn"), 200) == 0
+    assert effective_warmup(recipe("cnn", "reference"), 200) == 0
 
 
 def test_plateau_recipe_for_small_models():
-    config = recipe("cnn")
+    config = recipe("cnn", "reference")
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([param], lr=config.lr)
     sched, mode = build_scheduler(opt, config, steps_per_epoch=3, total_steps=30)

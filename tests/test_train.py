@@ -42,6 +42,8 @@ def test_cli_train_writes_a_complete_run_folder(runner, tone_prepared, tmp_path)
             "cnn",
             "--data",
             str(tone_prepared),
+            "--recipe",
+            "reference",  # a constant learning rate over two epochs
             "--epochs",
             "2",
             "--batch-size",
@@ -102,7 +104,10 @@ def test_cli_train_writes_a_complete_run_folder(runner, tone_prepared, tmp_path)
 
 def test_small_models_learn_the_tone_set(tone_prepared, tmp_path):
     result = train(
-        data=tone_prepared, model="cnn", runs_dir=tmp_path, overrides={"epochs": 6, "batch_size": 8}
+        data=tone_prepared,
+        model="cnn",
+        runs_dir=tmp_path,
+        overrides={"epochs": 15, "batch_size": 8},  # the default recipe warms up first
     )
     assert result.stopped == "completed"
     best = max(row["val_acc"] for row in result.history)

@@ -155,6 +155,20 @@ class _MelFrontend(_ConfigMixin, nn.Module):
         return torch.log(self.melspec(x) + self.log_floor)
 
 
+LEVEL_MODES = ("keep", "window")
+"""What :class:`LogMel` does with a window's overall level: ``keep`` it, or
+subtract the window's mean log-mel (``window``), which makes the features the
+same at any recording gain while keeping the spectral shape and the window's
+own dynamics."""
+
+
+ZSCORE_MODES = ("clip", "dataset")
+"""How :class:`MFCCStack` z-scores each coefficient: over the frames of the
+clip itself (``clip``, the reference system's way: level and spectral
+envelope are erased), or with the training set's statistics after removing
+the window's level (``dataset``: the envelope is kept, the gain is not)."""
+
+
 class LogMel(_MelFrontend):
     """The AudioMAE front end: 10 s -> normalised log-mel ``(B, 1, 128, 128)``.
 
@@ -183,6 +197,7 @@ class LogMel(_MelFrontend):
         "clip_seconds",
         "target_frames",
         "log_floor",
+        "level",
         "mean",
         "std",
     )
@@ -202,9 +217,14 @@ class LogMel(_MelFrontend):
         clip_seconds: float = 10.0,
         target_frames: int | None = 128,
         log_floor: float = 1e-6,
+        level: str = "keep",
         mean: float = 0.0,
         std: float = 1.0,
     ) -> None:
+        if level not in LEVEL_MODES:
+            raise ConfigError(
+                f"log-mel level must be one of {', '.join(LEVEL_MODES)}, got {level!r}"
+            )
         _check_positive(
             sample_rate=sample_rate,
             n_fft=n_fft,
@@ -228,6 +248,7 @@ class LogMel(_MelFrontend):
                 "clip_seconds": float(clip_seconds),
                 "target_frames": None if target_frames is None else int(target_frames),
                 "log_floor": float(log_floor),
+                "level": level,
                 "mean": None,  # read from the buffers in config()
                 "std": None,
             },
@@ -237,6 +258,7 @@ class LogMel(_MelFrontend):
         self.n_mels = int(n_mels)
         self.n_frames = 1 + self.clip_samples // int(hop_length)  # centred STFT
         self.target_frames = None if target_frames is None else int(target_frames)
+        self.level = level
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float32))
         self.register_buffer("std", torch.tensor(float(std), dtype=torch.float32))
 
@@ -274,7 +296,10 @@ class LogMel(_MelFrontend):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` waveform -> ``(B, 1, n_mels, target_frames)`` model input."""
-        return (self.log_mel(waveform) - self.mean) / (2.0 * self.std)
+        features = self.log_mel(waveform)
+        if self.level == "window":
+            features = features - features.mean(dim=(2, 3), keepdim=True)
+        return (features - self.mean) / (2.0 * self.std)
 
 
 class MFCCStack(_MelFrontend):
@@ -287,6 +312,9 @@ class MFCCStack(_MelFrontend):
     clips), then width-3 deltas of the z-scored coefficients and deltas of
     those deltas. Output ``(B, 3, n_mfcc, frames)``. Per-clip z-scoring makes
     the log base and any gain irrelevant, so no data-set statistics are needed.
+    ``zscore="dataset"`` z-scores with running training-set statistics instead
+    (after removing the window's gain from c0), which keeps the spectral
+    envelope that per-clip z-scoring erases.
     """
 
     _config_keys = (
@@ -300,6 +328,7 @@ class MFCCStack(_MelFrontend):
         "clip_seconds",
         "log_floor",
         "eps",
+        "zscore",
     )
 
     dct: torch.Tensor
@@ -317,7 +346,12 @@ class MFCCStack(_MelFrontend):
         clip_seconds: float = 3.0,
         log_floor: float = 1e-6,
         eps: float = 1e-5,
+        zscore: str = "clip",
     ) -> None:
+        if zscore not in ZSCORE_MODES:
+            raise ConfigError(
+                f"MFCC zscore must be one of {', '.join(ZSCORE_MODES)}, got {zscore!r}"
+            )
         _check_positive(
             sample_rate=sample_rate,
             n_fft=n_fft,
@@ -348,9 +382,20 @@ class MFCCStack(_MelFrontend):
                 "clip_seconds": float(clip_seconds),
                 "log_floor": float(log_floor),
                 "eps": float(eps),
+                "zscore": zscore,
             },
             clip_samples=clip_samples,
             center=False,
+        )
+        self.zscore = zscore
+        # Per-coefficient statistics of the training windows (buffers, no
+        # parameters, so the model's parameter count does not change). The
+        # front end is fixed, so a plain average over every batch seen
+        # (momentum=None) is the data set's statistic, also after a few steps.
+        self.data_norm = (
+            nn.BatchNorm1d(int(n_mfcc), affine=False, eps=float(eps), momentum=None)
+            if zscore == "dataset"
+            else None
         )
         self.n_mfcc = int(n_mfcc)
         self.n_frames = 1 + (self.clip_samples - int(n_fft)) // int(hop_length)
@@ -374,13 +419,31 @@ class MFCCStack(_MelFrontend):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` waveform -> ``(B, 3, n_mfcc, frames)``."""
         coeffs = self.mfcc(waveform)
+        if self.data_norm is not None:
+            return self._stack(self._dataset_zscore(coeffs, self.data_norm))
         # Shift by the first frame before averaging: a constant coefficient (a
         # silent or padded clip) then centres to exactly 0 instead of float32
         # rounding noise that eps alone would blow up to O(1) values.
         shifted = coeffs - coeffs[..., :1]
         centred = shifted - shifted.mean(dim=-1, keepdim=True)
         std = torch.sqrt((centred * centred).mean(dim=-1, keepdim=True))
-        z = centred / (std + self.eps)
+        return self._stack(centred / (std + self.eps))
+
+    @staticmethod
+    def _dataset_zscore(coeffs: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """The window's level removed from c0, then each coefficient z-scored
+        with the training set's statistics: spectral envelope kept, gain gone.
+
+        With the orthonormal DCT a constant log-mel offset only moves c0, so
+        subtracting c0's mean over the window's frames removes the recording
+        gain exactly and leaves every other coefficient as it is.
+        """
+        level = coeffs[:, :1].mean(dim=-1, keepdim=True)
+        return norm(torch.cat([coeffs[:, :1] - level, coeffs[:, 1:]], dim=1))
+
+    @staticmethod
+    def _stack(z: torch.Tensor) -> torch.Tensor:
+        """Coefficients, deltas and delta-deltas as 3 channels."""
         delta = width3_delta(z)
         return torch.stack([z, delta, width3_delta(delta)], dim=1)
 

@@ -69,6 +69,16 @@ def evaluate_command(
         float | None,
         typer.Option("--hop", help="Seconds between window starts (default: half a window)."),
     ] = None,
+    gain_db: Annotated[
+        float,
+        typer.Option(
+            "--gain-db",
+            help="Scale every clip by this gain (dB, clipped to full scale) before scoring: "
+            "how the model does on a quieter or louder microphone.",
+            min=-60.0,
+            max=40.0,
+        ),
+    ] = 0.0,
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", help="Windows per model call.", min=1)
     ] = 32,
@@ -104,6 +114,8 @@ def evaluate_command(
       serenesense evaluate runs/train/cnn/export/model.int8.onnx --data prepared/ -f json
 
       serenesense evaluate runs/train/cnn --data my_recordings/ --out eval_field/
+
+      serenesense evaluate runs/train/cnn --data prepared/ --split val --gain-db -10 --out quiet/
     """
     from serenesense_cli.evaluate.run import evaluate_model
 
@@ -113,6 +125,7 @@ def evaluate_command(
             data=data,
             split=split,
             hop_seconds=hop,
+            gain_db=gain_db,
             batch_size=batch_size,
             threads=threads,
             out=out,
@@ -122,6 +135,8 @@ def evaluate_command(
         warn(f"skipped {path}: {problem}")
     if len(result.skipped) > _MAX_LISTED:
         warn(f"... and {len(result.skipped) - _MAX_LISTED} more (see {result.metrics_path})")
+    if gain_db:
+        log(f"every clip was scaled by {gain_db:+g} dB before scoring")
     log(f"wrote {result.metrics_path} and {result.predictions_path}")
     _render(result, output_format)
 

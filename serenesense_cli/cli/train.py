@@ -101,6 +101,14 @@ def train_command(
             "--wave-augment/--no-wave-augment",
         ),
     ] = None,
+    mix_back: Annotated[
+        float | None,
+        opt(
+            "Chance of mixing a quiet window of another training clip (12-24 dB down) "
+            "under each training window; its label stays.",
+            "--mix-back",
+        ),
+    ] = None,
     crop: Annotated[
         str | None,
         opt("Training crops of long clips: energy (where the sound is) or random.", "--crop"),
@@ -172,6 +180,7 @@ def train_command(
         class_weighted=class_weighted,
         balanced=balanced,
         wave_augment=wave_augment,
+        mix_back=mix_back,
         crop=crop,
         val_windows=val_windows,
         select_metric=select_metric,

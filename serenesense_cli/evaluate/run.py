@@ -90,6 +90,7 @@ def evaluate_model(
     data: str | Path,
     split: str | None = None,
     hop_seconds: float | None = None,
+    gain_db: float = 0.0,
     batch_size: int = 32,
     threads: int | None = None,
     out: str | Path | None = None,
@@ -100,8 +101,10 @@ def evaluate_model(
 
     ``split`` picks a prepared set's split (default ``test``) or, for a raw
     source, the clips it assigns to that split (default: every clip).
-    ``batch_size`` counts windows. Files that cannot be decoded are skipped
-    and listed in ``skipped``; the rest are scored.
+    ``batch_size`` counts windows. ``gain_db`` scales every clip (clipped to
+    full scale) before scoring, to measure how much a model depends on the
+    recording level. Files that cannot be decoded are skipped and listed in
+    ``skipped``; the rest are scored.
     """
     from serenesense_cli.inference.backends import default_threads, open_backend
 
@@ -119,7 +122,9 @@ def evaluate_model(
     dataset = open_eval_data(data, split=split, sample_rate=policy.sample_rate)
     check_classes(dataset, classes, model)
 
-    scored = _score(backend, dataset, policy, batch_size, on_progress)
+    if not math.isfinite(gain_db):
+        raise DataSetError(f"gain must be a finite number of dB, not {gain_db}")
+    scored = _score(backend, dataset, policy, batch_size, on_progress, gain=10.0 ** (gain_db / 20))
     if not scored.items:
         raise DataSetError(
             f"{dataset.path}: no clip could be scored ({len(scored.skipped)} skipped)",
@@ -156,6 +161,7 @@ def evaluate_model(
         "model": _describe_model(model, backend),
         "data": dataset.describe(),
         "window_policy": policy.to_dict(),
+        "gain_db": float(gain_db),
         "summary": summary,
         "per_class": metrics["per_class"],
         "confusion_matrix": metrics["confusion_matrix"],
@@ -193,6 +199,7 @@ def _score(
     policy: WindowPolicy,
     batch_size: int,
     on_progress: ProgressCallback | None,
+    gain: float = 1.0,
 ) -> _Scored:
     """Mean window probabilities per clip, windows batched across clips."""
     out = _Scored()
@@ -224,6 +231,8 @@ def _score(
         except SereneSenseError as error:
             out.skipped.append((item.path, getattr(error, "problem", None) or error.message))
             continue
+        if gain != 1.0:
+            wave = np.clip(wave * np.float32(gain), -1.0, 1.0)
         windows = slice_windows(wave, policy.window, policy.hop)
         position = len(out.items)
         out.items.append(item)

@@ -33,11 +33,14 @@ class CNNMFCC(AudioClassifier):
         freq_mask_width: int = 15,
         time_masks: int = 2,
         time_mask_width: int = 10,
+        mfcc_zscore: str = "clip",
     ) -> None:
         super().__init__(
             num_classes=num_classes, sample_rate=sample_rate, clip_seconds=clip_seconds
         )
-        self.frontend = MFCCStack(sample_rate=sample_rate, clip_seconds=clip_seconds)
+        self.frontend = MFCCStack(
+            sample_rate=sample_rate, clip_seconds=clip_seconds, zscore=mfcc_zscore
+        )
         self.augment = spec_augment(freq_masks, freq_mask_width, time_masks, time_mask_width)
         self.body, width = conv_stack(channels, dropouts, pool=(2, 2))
         self.head = mlp_head(width, hidden, head_dropout, num_classes)

@@ -37,11 +37,14 @@ class CRNNMFCC(AudioClassifier):
         freq_mask_width: int = 15,
         time_masks: int = 2,
         time_mask_width: int = 10,
+        mfcc_zscore: str = "clip",
     ) -> None:
         super().__init__(
             num_classes=num_classes, sample_rate=sample_rate, clip_seconds=clip_seconds
         )
-        self.frontend = MFCCStack(sample_rate=sample_rate, clip_seconds=clip_seconds, n_mfcc=n_mfcc)
+        self.frontend = MFCCStack(
+            sample_rate=sample_rate, clip_seconds=clip_seconds, n_mfcc=n_mfcc, zscore=mfcc_zscore
+        )
         self.augment = spec_augment(freq_masks, freq_mask_width, time_masks, time_mask_width)
         self.body, body_channels = conv_stack(channels, dropouts, pool=(2, 1))
         freq = n_mfcc // 2 ** len(self.body)  # each block's (2, 1) pool halves the coefficients

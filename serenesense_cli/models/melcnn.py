@@ -68,6 +68,7 @@ class MelCNN(AudioClassifier):
         n_fft: int = 1024,
         f_min: float = 50.0,
         f_max: float = 8000.0,
+        level: str = "window",
         width: float = 1.0,
         channels: Sequence[int] = (32, 64, 128, 256),
         dropout: float = 0.3,
@@ -94,6 +95,7 @@ class MelCNN(AudioClassifier):
             f_max=f_max,
             clip_seconds=clip_seconds,
             target_frames=None,
+            level=level,
         )
         self.augment = spec_augment(freq_masks, freq_mask_width, time_masks, time_mask_width)
         self.input_norm = nn.BatchNorm2d(n_mels)

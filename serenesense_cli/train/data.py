@@ -103,6 +103,32 @@ def augment_waveform(window: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.clip(tilted * gain, -1.0, 1.0).astype(np.float32)
 
 
+MIX_BACK_DB = (-24.0, -12.0)
+"""``--mix-back``: level of the mixed-in window relative to the main one (RMS, dB)."""
+
+
+def mix_under(
+    window: np.ndarray,
+    other: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    level_db: tuple[float, float] = MIX_BACK_DB,
+) -> np.ndarray:
+    """``window`` with ``other`` added 12-24 dB below it (RMS); the label stays.
+
+    Why: each class of a small data set comes from few recordings, so a model
+    can learn what else is audible in them (rain, wind, a room) instead of the
+    sound. Hearing other recordings faintly under every class teaches it that
+    such things do not change the label. Silent windows are returned as they are.
+    """
+    rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
+    other_rms = float(np.sqrt(np.mean(np.square(other, dtype=np.float64))))
+    if rms <= 0 or other_rms <= 0:
+        return window
+    gain = rms / other_rms * 10.0 ** (rng.uniform(*level_db) / 20.0)
+    return np.clip(window + np.float32(gain) * other, -1.0, 1.0).astype(np.float32)
+
+
 class ClipDataset(Dataset):
     """Fixed-length windows of prepared clips with their label index.
 
@@ -123,8 +149,10 @@ class ClipDataset(Dataset):
         seed: int = 0,
         crop: str = "energy",
         wave_augment: bool = False,
+        mix_back: float = 0.0,
     ) -> None:
         self.wave_augment = wave_augment
+        self.mix_back = float(mix_back)
         if crop not in CROPS:
             raise ValueError(f"crop must be one of {', '.join(CROPS)}, not {crop!r}")
         self.crop = crop
@@ -148,21 +176,29 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
         index = self.indices[item]
+        window = self._window(index, np.random.default_rng([self.seed, self.epoch, index]))
+        if self.train and self.mix_back > 0:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+            if rng.random() < self.mix_back:
+                other = self.indices[int(rng.integers(0, len(self.indices)))]
+                window = mix_under(window, self._window(other, rng), rng)
+        if self.train and self.wave_augment:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            window = augment_waveform(window, rng)
+        return torch.from_numpy(window), self.prepared.records[index].label_index
+
+    def _window(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Clip ``index`` cut to the model's window (a training crop or the centre)."""
         wave = self.prepared.waveform(index)
         slack = wave.shape[0] - self.clip_samples
         if self.train and slack > 0:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
             if self.crop == "energy":
                 start = energetic_start(wave, self.clip_samples, rng)
             else:
                 start = int(rng.integers(0, slack + 1))
         else:
             start = center_start(wave.shape[0], self.clip_samples)
-        window = fit_length(wave, self.clip_samples, start=start)
-        if self.train and self.wave_augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-            window = augment_waveform(window, rng)
-        return torch.from_numpy(window), self.prepared.records[index].label_index
+        return fit_length(wave, self.clip_samples, start=start)
 
 
 class ValidationWindows(Dataset):

@@ -325,6 +325,7 @@ def _train(
         seed=config.seed,
         crop=config.crop,
         wave_augment=config.wave_augment,
+        mix_back=config.mix_back,
     )
     val_set = ValidationWindows(
         prepared, val_idx, clip_samples=net.clip_samples, windows=config.val_windows
