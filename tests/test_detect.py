@@ -257,6 +257,70 @@ def test_cli_raven_table_to_out_file(runner, tiny_model, clip_wav, tmp_path):
     assert float(rows[3]["File Offset (s)"]) == pytest.approx(0.0)
 
 
+def test_cli_json_is_strict_even_with_an_infinite_setting(runner, tiny_model, clip_wav):
+    """``--silence-dbfs=-inf`` (gate off) must not write ``-Infinity``: not JSON."""
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    for fmt in ("json", "jsonl"):
+        result = _detect(
+            runner,
+            clip_wav,
+            "--model",
+            tiny_model,
+            "--threshold",
+            "0.3",
+            "--silence-dbfs=-inf",
+            "--format",
+            fmt,
+            "--windows",
+        )
+        assert result.exit_code == 0, result.output
+        assert "Infinity" not in result.stdout
+        docs = [result.stdout] if fmt == "json" else result.stdout.splitlines()
+        parsed = [json.loads(d, parse_constant=refuse) for d in docs if d.strip()]
+        assert parsed
+
+
+@pytest.mark.parametrize("hop", ["0.002", "0.00001", "0", "nan", "inf"])
+def test_cli_hop_has_a_floor_checked_before_the_model_loads(runner, clip_wav, tmp_path, hop):
+    result = _detect(runner, clip_wav, "--model", tmp_path / "missing.onnx", "--hop", hop)
+    assert result.exit_code == 2, result.output
+    assert "--hop must be at least 0.05 s" in result.stderr  # not "model not found"
+
+
+def test_cli_out_never_overwrites_an_input(runner, tiny_model, clip_wav, tmp_path):
+    """``--out`` naming a recording, an audio file of a scanned folder, the model
+    or a symlink to one of them is refused before anything is written."""
+    import shutil
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    inner = folder / "a.wav"
+    shutil.copy(clip_wav, inner)
+    model = tmp_path / "run"
+    shutil.copytree(tiny_model, model)
+    link = tmp_path / "link.wav"
+    link.symlink_to(inner)
+    weights = model / "weights" / "best.safetensors"
+    before = inner.read_bytes(), weights.read_bytes()
+    cases = [
+        (inner, inner),
+        (folder, inner),  # a file the folder scan would read
+        (inner, link),  # through a symlink
+        (inner, weights),  # a file of the model's run folder
+        (inner, model / "weights" / "best.json"),
+    ]
+    for recording, out in cases:
+        result = _detect(runner, recording, "--model", model, "--format", "json", "--out", out)
+        assert result.exit_code == 2, (recording, out, result.output)
+        assert "would overwrite an input" in result.stderr and str(out) in result.stderr
+    assert (inner.read_bytes(), weights.read_bytes()) == before
+    fine = _detect(runner, folder, "--model", model, "--format", "json", "--out", folder / "r.json")
+    assert fine.exit_code == 0, fine.output
+
+
 @pytest.mark.parametrize(
     ("threshold", "code"),
     [("0.3", 0), ("0.9", 3)],

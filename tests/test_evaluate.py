@@ -160,12 +160,24 @@ def test_bad_arguments_exit_2(runner, tone_run, tone_prepared, tmp_path):
         ["evaluate", str(tone_run), "--data", str(source), "--split", "test"],  # no splits
         ["evaluate", str(tmp_path / "nope"), "--data", str(tone_prepared)],
         ["evaluate", str(tone_run), "--data", str(tone_prepared), "--hop", "5"],
+        ["evaluate", str(tone_run), "--data", str(tone_prepared), "--hop", "0.001"],
         ["evaluate", str(tone_run), "--data", str(tone_prepared), "--split", "holdout"],
     ]
     for args in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("Error: "), result.stderr
+
+
+def test_outputs_never_overwrite_the_data(runner, tone_run, tmp_path):
+    manifest = tmp_path / "d" / "predictions.csv"  # a data manifest named like an output
+    manifest.parent.mkdir()
+    manifest.write_text("path,label\n", encoding="utf-8")
+    result = runner.invoke(
+        app, ["evaluate", str(tone_run), "--data", str(manifest), "--out", str(manifest.parent)]
+    )
+    assert result.exit_code == 2 and "would overwrite an input" in result.stderr
+    assert manifest.read_text(encoding="utf-8") == "path,label\n"
 
 
 @dataclass

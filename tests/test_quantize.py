@@ -158,4 +158,8 @@ def test_refuses_bad_inputs(runner, fp32, tmp_path):
     assert runner.invoke(app, ["quantize", str(tmp_path / "none.onnx")]).exit_code == 2
     assert runner.invoke(app, ["quantize", str(fp32["cnn"]), "--mode", "fast"]).exit_code == 2
     same = runner.invoke(app, ["quantize", str(fp32["cnn"]), "--out", str(fp32["cnn"])])
-    assert same.exit_code == 2
+    assert same.exit_code == 2 and "would overwrite an input" in same.stderr
+    link = tmp_path / "link.onnx"
+    link.symlink_to(fp32["cnn"])
+    linked = runner.invoke(app, ["quantize", str(fp32["cnn"]), "--out", str(link)])
+    assert linked.exit_code == 2 and "would overwrite an input" in linked.stderr

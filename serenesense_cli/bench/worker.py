@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from serenesense_cli.fileio import json_text
+
 ERROR_EXIT = 3
 
 
 def _send(line: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.write(json_text(line) + "\n")
     sys.stdout.flush()
 
 

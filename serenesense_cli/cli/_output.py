@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from serenesense_cli.fileio import json_text, json_value
 from serenesense_cli.progress import ProgressUpdate
 
 
@@ -60,23 +60,9 @@ def warn(message: str) -> None:
     stderr_console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def emit_json(payload: Any) -> None:
     """Write ``payload`` as pretty JSON on stdout."""
-    sys.stdout.write(json.dumps(_jsonable(payload), indent=2) + "\n")
+    sys.stdout.write(json_text(payload, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -86,7 +72,7 @@ def emit_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _jsonable(row.get(k)) for k in columns})
+        writer.writerow({k: json_value(row.get(k)) for k in columns})
     sys.stdout.write(buffer.getvalue())
     sys.stdout.flush()
 

@@ -213,7 +213,12 @@ def detect_command(
         raise BadInputError("--duration is for --mic", hint="files are always read to the end")
     if device is not None and not mic:
         raise BadInputError("--device is for --mic")
+    from serenesense_cli.evaluate.windows import check_hop_seconds
+
+    check_hop_seconds(hop)  # before the model loads
     fmt = _resolve_format(output_format.value, out, mic=mic)
+    if out is not None:
+        _refuse_overwriting_inputs(out, paths or [], model)
     if fmt == "raven" and windows:
         raise BadInputError(
             "--windows is not available with --format raven",
@@ -279,6 +284,19 @@ def detect_command(
         emit_result_path(out)
     if code:
         raise typer.Exit(code)
+
+
+MODEL_FILE_SUFFIXES = frozenset({".onnx", ".safetensors", ".json"})
+"""Files a model path (a run folder) is read from."""
+
+
+def _refuse_overwriting_inputs(out: Path, recordings: list[Path], model: Path) -> None:
+    """``--out`` may be neither a recording (or a file a scanned folder holds) nor the model."""
+    from serenesense_cli.audio.io import AUDIO_EXTENSIONS
+    from serenesense_cli.fileio import refuse_input_as_output
+
+    refuse_input_as_output(out, recordings, read_from_folders=AUDIO_EXTENSIONS)
+    refuse_input_as_output(out, [model], read_from_folders=MODEL_FILE_SUFFIXES)
 
 
 def _resolve_format(requested: str, out: Path | None, *, mic: bool) -> str:

@@ -117,6 +117,10 @@ def evaluate_command(
 
       serenesense evaluate runs/train/cnn --data prepared/ --split val --gain-db -10 --out quiet/
     """
+    if hop is not None:
+        from serenesense_cli.evaluate.windows import check_hop_seconds
+
+        check_hop_seconds(hop)  # before the model loads
     from serenesense_cli.evaluate.run import evaluate_model
 
     with progress_bars(transient=True) as on_progress:

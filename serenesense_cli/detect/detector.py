@@ -10,7 +10,6 @@ whether the blocks come from a file or a sound card.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from serenesense_cli.detect.decisions import (
     make_rules,
 )
 from serenesense_cli.detect.stream import Window, WindowScheduler, window_level
-from serenesense_cli.errors import BadInputError
+from serenesense_cli.evaluate.windows import check_hop_seconds
 from serenesense_cli.inference.backends import Backend
 
 DEFAULT_HOP_SECONDS = 1.0
@@ -55,10 +54,7 @@ class DetectConfig:
 
     def rules_for(self, classes: tuple[str, ...]) -> DecisionRules:
         """Check the settings against a model's classes."""
-        if not (self.hop_seconds > 0 and math.isfinite(self.hop_seconds)):
-            raise BadInputError(
-                f"--hop must be a positive number of seconds, not {self.hop_seconds}"
-            )
+        check_hop_seconds(self.hop_seconds)
         return make_rules(
             classes,
             threshold=self.threshold,
@@ -84,9 +80,7 @@ class Detector:
     events_closed: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        hop_seconds = self.config.hop_seconds
-        if not (hop_seconds > 0 and math.isfinite(hop_seconds)):
-            raise BadInputError(f"--hop must be a positive number of seconds, not {hop_seconds}")
+        check_hop_seconds(self.config.hop_seconds)
         if self.rules is None:
             self.rules = self.config.rules_for(tuple(self.backend.classes))
         self.sample_rate = int(self.backend.sample_rate)

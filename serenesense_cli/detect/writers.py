@@ -14,12 +14,12 @@ Times are seconds from the start of the source; with a wall-clock origin
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from serenesense_cli.detect.decisions import Event, WindowDecision
+from serenesense_cli.fileio import json_text
 
 FORMATS = ("json", "jsonl", "csv", "raven")
 
@@ -149,7 +149,7 @@ class JsonLinesWriter(DetectionWriter):
     """One JSON object per line, flushed at once (events, windows, errors)."""
 
     def _line(self, record: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(record) + "\n")
+        self.stream.write(json_text(record) + "\n")
         self.stream.flush()
 
     def event(self, event: Event) -> None:
@@ -206,7 +206,7 @@ class JsonWriter(DetectionWriter):
             source["events"] = list(source["events"].values())
             sources.append(source)
         document = {**self.header, "files": sources, "summary": summary}
-        self.stream.write(json.dumps(document, indent=2) + "\n")
+        self.stream.write(json_text(document, indent=2) + "\n")
         self.stream.flush()
 
 

@@ -29,7 +29,12 @@ from serenesense_cli.errors import DataSetError, SereneSenseError
 from serenesense_cli.evaluate.data import EvalData, check_classes, open_eval_data
 from serenesense_cli.evaluate.metrics import classification_report_dict
 from serenesense_cli.evaluate.windows import WindowPolicy, hop_samples, slice_windows
-from serenesense_cli.fileio import write_json_atomic, write_text_atomic
+from serenesense_cli.fileio import (
+    json_value,
+    refuse_input_as_output,
+    write_json_atomic,
+    write_text_atomic,
+)
 from serenesense_cli.progress import ProgressCallback, report
 
 METRICS_FORMAT = "serenesense-metrics"
@@ -110,6 +115,11 @@ def evaluate_model(
 
     if batch_size < 1:
         raise DataSetError(f"batch size must be at least 1, not {batch_size}")
+    if not math.isfinite(gain_db):
+        raise DataSetError(f"gain must be a finite number of dB, not {gain_db}")
+    if write:
+        for path in output_paths(model, out):
+            refuse_input_as_output(path, [model, data])
     started = time.perf_counter()
     threads = int(threads) if threads else default_threads()
     backend = open_backend(model, threads=threads)
@@ -122,8 +132,6 @@ def evaluate_model(
     dataset = open_eval_data(data, split=split, sample_rate=policy.sample_rate)
     check_classes(dataset, classes, model)
 
-    if not math.isfinite(gain_db):
-        raise DataSetError(f"gain must be a finite number of dB, not {gain_db}")
     scored = _score(backend, dataset, policy, batch_size, on_progress, gain=10.0 ** (gain_db / 20))
     if not scored.items:
         raise DataSetError(
@@ -169,7 +177,7 @@ def evaluate_model(
         "timing": timing,
         "skipped": [{"path": p, "problem": why} for p, why in skipped],
     }
-    payload = _json_safe(payload)
+    payload = json_value(payload)
     rows = _prediction_rows(scored, probs, y_true, classes)
     result = EvaluationResult(report=payload, predictions=rows, skipped=skipped)
     if write:
@@ -316,16 +324,3 @@ def _host() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
     }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN / inf become ``None`` (JSON has no NaN); numpy scalars become Python ones."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

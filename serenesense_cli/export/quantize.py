@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from serenesense_cli.errors import BadInputError, ModelError, SereneSenseError
+from serenesense_cli.fileio import refuse_input_as_output
 from serenesense_cli.progress import ProgressCallback, report
 
 MODES = ("auto", "dynamic", "static")
@@ -263,8 +264,7 @@ def quantize_onnx(
     out = Path(out_path) if out_path is not None else default_int8_path(source)
     if out.suffix.lower() != ".onnx":
         raise BadInputError(f"{out}: the output file must end in .onnx")
-    if out.resolve() == source.resolve():
-        raise BadInputError(f"{out}: the output would overwrite the FP32 model")
+    refuse_input_as_output(out, [source], option="the INT8 output")
 
     import onnx
 
