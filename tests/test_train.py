@@ -231,6 +231,20 @@ def test_resume_refuses_other_classes(tone_prepared, tmp_path):
         train(data=tmp_path / "other_prepared", resume=run.run_dir)
 
 
+def test_resume_with_another_model_name_is_refused(runner, tone_prepared, tmp_path):
+    """``train crnn --resume <cnn run>`` used to train the CNN silently."""
+    from serenesense_cli.cli import app
+
+    run = train(
+        data=tone_prepared, model="cnn", runs_dir=tmp_path, overrides={**QUICK, "max_steps": 1}
+    )
+    result = runner.invoke(app, ["train", "crnn", "--resume", str(run.run_dir)])
+    assert result.exit_code == 2, result.output
+    assert "a 'cnn' run, not 'crnn'" in result.stderr
+    same = runner.invoke(app, ["train", "cnn", "--resume", str(run.run_dir), "--max-steps", "2"])
+    assert same.exit_code == 0, same.output
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tone_prepared, tmp_path, monkeypatch):
     real_step = engine._train_step
     calls = {"n": 0}
@@ -247,6 +261,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tone_prepared, tmp_path, 
     meta = read_metadata(run_dir / "weights" / "last.safetensors")
     assert meta["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in _weights(run_dir).values())
+
+
+def test_nan_validation_stops_and_keeps_the_last_good_best(tone_prepared, tmp_path, monkeypatch):
+    """Weights that diverge in an epoch's last step give a NaN validation: never a "best"."""
+    real_validate = engine.validate
+    calls = {"n": 0}
+
+    def diverging(*args, **kwargs):
+        calls["n"] += 1
+        metrics = real_validate(*args, **kwargs)
+        return {**metrics, "val_loss": float("nan")} if calls["n"] == 2 else metrics
+
+    monkeypatch.setattr(engine, "validate", diverging)
+    with pytest.raises(TrainingError, match="validation val_loss became nan at epoch 2"):
+        train(data=tone_prepared, model="cnn", runs_dir=tmp_path, name="vnan", overrides=QUICK)
+    weights = tmp_path / "train" / "vnan" / "weights"
+    assert read_metadata(weights / "best.safetensors")["epoch"] == 1
+    assert read_metadata(weights / "last.safetensors")["epoch"] == 1
 
 
 def test_early_stopping_and_time_limit(tone_prepared, tmp_path, monkeypatch):

@@ -253,6 +253,12 @@ def _train(
     resume_state: dict[str, Any] | None = None
     if resume is not None:
         config, saved_data = _resolve_resume_config(resume, overrides)
+        if model_name is not None and model_name != config.model:
+            raise BadInputError(
+                f"{resume}: a {config.model!r} run, not {model_name!r}",
+                hint=f"serenesense train --resume {resume} (the model comes from the run), "
+                f"or start a new {model_name} run",
+            )
         data = data or saved_data
         run_dir = resume
         resume_state = load_training_state(run_dir / "weights")

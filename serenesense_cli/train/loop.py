@@ -12,6 +12,7 @@ running sums, validation, what "better" means, extra hooks).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -298,6 +299,13 @@ class EpochLoop:
         row = task.evaluate(
             epoch=state.epoch, global_step=state.global_step, partial=partial, sums=state.sums
         )
+        diverged = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+        if diverged:  # the weights went bad in the epoch's last steps: keep what was good
+            raise TrainingError(
+                f"validation {', '.join(diverged)} became {row[diverged[0]]} at epoch "
+                f"{state.epoch + 1} (the weights diverged)",
+                hint=f"{task.nan_hint}; the last good checkpoint is in {self.weights_dir}",
+            )
         score = task.score(row)
         improved = task.improved(score, state.best)
         state.history.append(row)
