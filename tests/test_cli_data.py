@@ -117,6 +117,23 @@ def test_no_audio_exits_2_with_hint(runner, tmp_path):
     assert "no usable audio" in result.stderr
 
 
+def test_one_class_set_prepares_with_a_warning_and_train_refuses_it(runner, tmp_path):
+    import shutil
+
+    from tests.conftest import write_tone_dataset
+
+    source = write_tone_dataset(tmp_path / "src", clips_per_class=6)
+    shutil.rmtree(source / "high")
+    shutil.rmtree(source / "noise")
+    out = tmp_path / "one"
+    result = runner.invoke(app, ["data", "prepare", str(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "only 1 class" in result.stderr
+    train = runner.invoke(app, ["train", "cnn", "--data", str(out), "--epochs", "1"])
+    assert train.exit_code == 2, train.output
+    assert "a classifier needs at least 2" in train.stderr
+
+
 def test_info_hint_names_prepare(runner, tmp_path):
     result = runner.invoke(app, ["data", "info", str(tmp_path)])
     assert "serenesense data prepare SOURCE --out DIR" in result.stderr

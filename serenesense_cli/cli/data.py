@@ -241,6 +241,11 @@ def prepare(
     _list_skipped(result.skipped, result.root)
     for note in result.splits.get("notes", []):
         warn(note)
+    if len(result.classes) < 2:
+        warn(
+            f"{result.root}: only {len(result.classes)} class; `serenesense train` needs at "
+            "least 2 (add a background class of recordings without the sound)"
+        )
     log(
         f"{result.summary['clips']} clips: {result.decoded} decoded, {result.reused} reused, "
         f"{result.removed} removed, {len(result.skipped)} skipped ({result.seconds:.1f} s)"

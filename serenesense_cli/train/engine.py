@@ -96,6 +96,14 @@ def _check_prepared(prepared: PreparedSet) -> tuple[list[int], list[int]]:
     val_idx = prepared.indices("val")
     if not train_idx:
         raise DataSetError(f"{prepared.root}: the prepared set has no training clips")
+    trained_classes = {prepared.records[i].label_index for i in train_idx}
+    if len(trained_classes) < 2:
+        raise DataSetError(
+            f"{prepared.root}: the training split holds {len(trained_classes)} class; "
+            "a classifier needs at least 2",
+            hint="add a second class, e.g. a background class of recordings without "
+            "the sound (docs/detection.md)",
+        )
     if not val_idx:
         raise DataSetError(
             f"{prepared.root}: the prepared set has no validation clips",
