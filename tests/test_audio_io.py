@@ -388,17 +388,30 @@ def test_unreadable_file_chmod(tmp_path: Path) -> None:
         path.chmod(0o644)
 
 
-def test_resample_without_torchaudio_uses_scipy(monkeypatch):
-    """A lean ONNX-only install (no torchaudio) still reads 44.1 kHz files."""
-    from serenesense_cli.audio import io as audio_io
+def test_odd_sample_rates_resample_in_bounded_memory_and_time(tmp_path: Path) -> None:
+    """11,127 Hz has no common factor with 16 kHz: a sinc resampler on
+    ``16000 / gcd`` phases took 6.3 GB for a 2 s clip; soxr's filter is bounded."""
+    import time
+    import tracemalloc
 
-    sr = 44_100
-    t = np.arange(sr) / sr
-    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
-    reference = audio_io.resample(tone, sr, 16_000)
-    monkeypatch.setattr(audio_io, "_have_torchaudio", lambda: False)
-    fallback = audio_io.resample(tone, sr, 16_000)
-    assert fallback.shape == reference.shape
-    spectrum = np.abs(np.fft.rfft(fallback))
-    assert abs(np.argmax(spectrum) * 16_000 / fallback.size - 1000) < 2
-    assert np.abs(fallback[200:-200] - reference[200:-200]).max() < 0.02
+    rate = 11_127
+    path = write(tmp_path / "odd.wav", sine(1000, 2.0, rate), rate, "FLOAT")
+    tracemalloc.start()
+    started = time.perf_counter()
+    y = load_audio(path)
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(y) == math.ceil(2 * rate * SAMPLE_RATE / rate)
+    assert peak_hz(y, SAMPLE_RATE) == pytest.approx(1000, abs=1)
+    assert peak < 50_000_000 and seconds < 10  # generous: the old path needed gigabytes
+
+
+@pytest.mark.parametrize("rate", [1, 999, 400_000])
+def test_implausible_sample_rates_are_refused_before_decoding(tmp_path: Path, rate: int) -> None:
+    path = tmp_path / f"r{rate}.wav"
+    sf.write(str(path), np.zeros(200, np.float32), rate, subtype="PCM_16")
+    with pytest.raises(AudioFileError, match=f"sample rate {rate} Hz is outside 1000-384000 Hz"):
+        probe_audio(path)
+    with pytest.raises(AudioFileError, match=str(path.name)):
+        load_audio(path)
