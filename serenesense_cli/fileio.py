@@ -42,10 +42,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text (UTF-8) atomically."""
+def write_text_atomic(path: str | Path, text: str, *, errors: str = "strict") -> Path:
+    """Write text (UTF-8) atomically; ``errors="surrogateescape"`` keeps file names
+    that are not valid UTF-8 byte for byte (read them back the same way)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors=errors)
     return Path(path)
 
 

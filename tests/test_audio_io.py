@@ -415,3 +415,15 @@ def test_implausible_sample_rates_are_refused_before_decoding(tmp_path: Path, ra
         probe_audio(path)
     with pytest.raises(AudioFileError, match=str(path.name)):
         load_audio(path)
+
+
+def test_file_names_that_are_not_utf8_are_read(tmp_path: Path) -> None:
+    """Python keeps such names as surrogates; libsndfile gets the original bytes."""
+    import os
+
+    plain = write(tmp_path / "plain.wav", sine(440, 0.5, SAMPLE_RATE), SAMPLE_RATE, "PCM_16")
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9-\xff.wav")
+    os.rename(plain, odd)
+    name = os.fsdecode(odd)
+    assert probe_audio(name).frames == SAMPLE_RATE // 2
+    assert load_audio(name).shape == (SAMPLE_RATE // 2,)

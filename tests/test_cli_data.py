@@ -134,6 +134,27 @@ def test_one_class_set_prepares_with_a_warning_and_train_refuses_it(runner, tmp_
     assert "a classifier needs at least 2" in train.stderr
 
 
+def test_prepare_keeps_file_names_that_are_not_utf8(runner, tmp_path):
+    """One such name used to abort the whole run ("unexpected UnicodeEncodeError")."""
+    import csv
+    import os
+
+    from tests.conftest import write_tone_dataset
+
+    source = write_tone_dataset(tmp_path / "src", clips_per_class=6)
+    first = sorted((source / "low").iterdir())[0]
+    odd = os.path.join(os.fsencode(source / "low"), b"\xff\xfe-clip.wav")
+    os.rename(first, odd)
+    out = tmp_path / "prepared"
+    for _ in range(2):  # the second run reads index.csv back and reuses every clip
+        result = runner.invoke(app, ["data", "prepare", str(source), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    assert "0 decoded" in result.stderr and "0 skipped" in result.stderr
+    with (out / "index.csv").open(encoding="utf-8", errors="surrogateescape") as handle:
+        paths = [row["source_path"] for row in csv.DictReader(handle)]
+    assert os.fsdecode(odd) in paths
+
+
 def test_info_hint_names_prepare(runner, tmp_path):
     result = runner.invoke(app, ["data", "info", str(tmp_path)])
     assert "serenesense data prepare SOURCE --out DIR" in result.stderr

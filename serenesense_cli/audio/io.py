@@ -72,7 +72,7 @@ def probe_audio(path: str | Path) -> AudioInfo:
     path = Path(path)
     _check_path(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: also names that are not UTF-8
     except PermissionError as error:  # pragma: no cover - caught by _check_path first
         raise AudioFileError(path, "permission denied (file is not readable)") from error
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -257,7 +257,7 @@ def _stream_blocks(
 ) -> Iterator[np.ndarray]:
     """The generator behind :func:`stream_audio`; opens the file on first ``next()``."""
     try:
-        handle = sf.SoundFile(str(path))
+        handle = sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioFileError(path, f"cannot be decoded: {_short(error)}") from error
     with handle:

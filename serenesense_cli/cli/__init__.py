@@ -150,6 +150,11 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 (kept by Python as surrogates)
+        # is shown escaped instead of failing the write.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app(args=argv, prog_name="serenesense")
     except SystemExit as exit_:

@@ -36,6 +36,10 @@ import numpy as np
 from serenesense_cli.errors import DataSetError
 from serenesense_cli.fileio import write_text_atomic
 
+PATH_ERRORS = "surrogateescape"
+"""index.csv and skipped.csv hold file names as the file system has them, also
+names that are not valid UTF-8 (written and read back byte for byte)."""
+
 FORMAT_NAME = "serenesense-prepared"
 FORMAT_VERSION = 1
 SAMPLE_RATE = 16_000
@@ -100,7 +104,7 @@ def write_index(path: str | Path, records: Iterable[ClipRecord]) -> None:
     writer.writerow(INDEX_COLUMNS)
     for record in records:
         writer.writerow(asdict(record).values())
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue(), errors=PATH_ERRORS)
 
 
 def read_index(path: str | Path) -> list[ClipRecord]:
@@ -108,7 +112,7 @@ def read_index(path: str | Path) -> list[ClipRecord]:
     path = Path(path)
     records = []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
             reader = csv.DictReader(handle)
             if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
                 raise DataSetError(
@@ -131,13 +135,13 @@ def write_skipped(path: str | Path, skipped: Sequence[tuple[str, str]]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("path", "problem"))
     writer.writerows(skipped)
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue(), errors=PATH_ERRORS)
 
 
 def read_skipped(path: str | Path) -> list[tuple[str, str]]:
     """The (path, problem) rows of ``skipped.csv``; missing file -> empty list."""
     try:
-        with Path(path).open(newline="", encoding="utf-8") as handle:
+        with Path(path).open(newline="", encoding="utf-8", errors=PATH_ERRORS) as handle:
             return [(r.get("path", ""), r.get("problem", "")) for r in csv.DictReader(handle)]
     except OSError:
         return []
