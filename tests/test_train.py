@@ -281,6 +281,48 @@ def test_nan_validation_stops_and_keeps_the_last_good_best(tone_prepared, tmp_pa
     assert read_metadata(weights / "last.safetensors")["epoch"] == 1
 
 
+@pytest.mark.parametrize("damage", ["truncate_weights", "empty_weights", "truncate_state"])
+def test_damaged_checkpoint_on_resume_is_a_clear_error(runner, tone_prepared, tmp_path, damage):
+    from serenesense_cli.cli import app
+
+    run = train(
+        data=tone_prepared, model="cnn", runs_dir=tmp_path, overrides={**QUICK, "max_steps": 2}
+    )
+    weights = run.run_dir / "weights"
+    target = weights / ("last_state.pt" if damage == "truncate_state" else "last.safetensors")
+    data = target.read_bytes()
+    target.write_bytes(b"" if damage == "empty_weights" else data[: len(data) // 2])
+    result = runner.invoke(app, ["train", "--resume", str(run.run_dir)])
+    assert result.exit_code == 2, result.output
+    assert "the run cannot be resumed" in result.stderr
+    assert "best.safetensors is written separately and is not affected" in result.stderr
+    assert "this is a bug" not in result.stderr and "weights_only=False" not in result.stderr
+
+
+def test_full_disk_while_checkpointing_keeps_earlier_checkpoints(
+    tone_prepared, tmp_path, monkeypatch
+):
+    import errno
+
+    from serenesense_cli.train import loop
+
+    real_save = loop.save_training_state
+    calls = {"n": 0}
+
+    def full_disk(path, state):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, state)
+
+    monkeypatch.setattr(loop, "save_training_state", full_disk)
+    with pytest.raises(TrainingError, match="No space left on device") as info:
+        train(data=tone_prepared, model="cnn", runs_dir=tmp_path, name="full", overrides=QUICK)
+    assert "are intact" in info.value.hint and "--resume" in info.value.hint
+    weights = tmp_path / "train" / "full" / "weights"
+    assert read_metadata(weights / "last.safetensors")["epoch"] >= 1
+
+
 def test_early_stopping_and_time_limit(tone_prepared, tmp_path, monkeypatch):
     flat = {"val_loss": 1.0, "val_acc": 0.5, "val_macro_f1": 0.5}
     monkeypatch.setattr(engine, "validate", lambda *args, **kwargs: dict(flat))

@@ -87,5 +87,31 @@ def load_training_state(weights_dir: Path) -> dict[str, Any]:
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's own text may advise weights_only=False: unsafe
+        raise ModelError(
+            f"{path}: unreadable training state (truncated or damaged, "
+            f"{type(error).__name__}); the run cannot be resumed",
+            hint=_BEST_INTACT_HINT.format(weights=weights_dir),
+        ) from None
+
+
+_BEST_INTACT_HINT = (
+    "{weights}/best.safetensors is written separately and is not affected: evaluate or "
+    "export it, or start a new run"
+)
+
+
+def load_last_weights(weights_dir: Path) -> dict[str, torch.Tensor]:
+    """The ``last`` weights a resume continues from, with a clear error when damaged
+    (a full disk or a kill while writing, on a file system without atomic rename)."""
+    from safetensors.torch import load_file
+
+    path = weights_dir / "last.safetensors"
+    try:
+        return load_file(str(path), device="cpu")
     except Exception as error:
-        raise ModelError(f"{path}: unreadable training state ({error})") from error
+        raise ModelError(
+            f"{path}: unreadable weights (missing, truncated or damaged: "
+            f"{type(error).__name__}); the run cannot be resumed",
+            hint=_BEST_INTACT_HINT.format(weights=weights_dir),
+        ) from None

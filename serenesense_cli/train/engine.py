@@ -34,7 +34,7 @@ from serenesense_cli.models.registry import AudioClassifier, count_parameters
 from serenesense_cli.paths import DEFAULT_RUNS_DIR, new_run_dir
 from serenesense_cli.progress import ProgressCallback
 from serenesense_cli.train import distributed as dist_utils
-from serenesense_cli.train.checkpoint import load_training_state
+from serenesense_cli.train.checkpoint import load_last_weights, load_training_state
 from serenesense_cli.train.config import TrainConfig, recipe, resolve_train_config
 from serenesense_cli.train.data import ClipDataset, ValidationWindows, class_weights, epoch_data
 from serenesense_cli.train.history import read_history
@@ -300,10 +300,7 @@ def _train(
                 f"{data}: classes {list(classes)} do not match the run's {list(saved_classes)}",
                 hint="resume with the data set the run was trained on",
             )
-        from safetensors.torch import load_file
-
-        state = load_file(str(run_dir / "weights" / "last.safetensors"))
-        net.load_state_dict(state)
+        net.load_state_dict(load_last_weights(run_dir / "weights"))
     else:
         normalized = init_checkpoint is not None and _apply_init(net, init_checkpoint, notes)
         stats = None if normalized else _normalization_stats(net, prepared, train_idx, config.seed)

@@ -234,6 +234,14 @@ class EpochLoop:
                 f"out of memory at batch size {config.batch_size} on {self.task.context.device}",
                 hint=f"try --batch-size {max(1, config.batch_size // 2)}",
             ) from error
+        except OSError as error:  # a full disk or a lost mount while writing checkpoints
+            where = error.filename or self.run_dir
+            raise TrainingError(
+                f"{where}: {error.strerror or error} at epoch {state.epoch + 1}",
+                hint=f"files are written atomically, so the checkpoints already in "
+                f"{self.weights_dir} are intact; free space, then resume with "
+                f"--resume {self.run_dir}",
+            ) from error
         finally:
             stop_request.uninstall()
         return state

@@ -44,7 +44,7 @@ from serenesense_cli.models.mae import MaskedAutoencoder, create_mae
 from serenesense_cli.paths import DEFAULT_RUNS_DIR, new_run_dir
 from serenesense_cli.progress import ProgressCallback, report
 from serenesense_cli.train import distributed as dist_utils
-from serenesense_cli.train.checkpoint import load_training_state
+from serenesense_cli.train.checkpoint import load_last_weights, load_training_state
 from serenesense_cli.train.config import PretrainConfig
 from serenesense_cli.train.data import ClipDataset, center_start, epoch_data, fit_length
 from serenesense_cli.train.engine import autocast_context, set_deterministic
@@ -416,9 +416,7 @@ def _pretrain(
         notes.append("no held-out clips: the best checkpoint is chosen on the training loss")
 
     if resume_state is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(run_dir / "weights" / "last.safetensors")))
+        model.load_state_dict(load_last_weights(run_dir / "weights"))
         notes.append(f"resumed at epoch {int(resume_state['epoch']) + 1}")
     else:
         plain = _Clips(unlabelled.train, clip_samples=clip_samples, train=False, seed=config.seed)
