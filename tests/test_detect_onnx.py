@@ -131,3 +131,67 @@ def test_cli_ignore_keeps_a_background_class_out_of_the_events(runner, scene_wav
     assert events and {e["class"] for e in events} == {"sound"}
     bad = runner.invoke(app, [*args, "--ignore", "lorry"])
     assert bad.exit_code == 2 and "no class 'lorry'" in bad.output
+
+
+def _with_metadata(source, path, meta):
+    import json
+
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(str(source))
+    del proto.metadata_props[:]
+    raw = meta if isinstance(meta, str) else json.dumps(meta)
+    helper.set_model_props(proto, {"serenesense": raw})
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"classes": ["a", "b", "c"]}, "scores 2 classes but the metadata names 3"),
+        ({"classes": None}, "'classes' must list at least 2"),
+        ({"classes": ["only"]}, "'classes' must list at least 2"),
+        ({"sample_rate": 0}, "'sample_rate' must be an integer"),
+        ({"sample_rate": "16000"}, "'sample_rate' must be an integer"),
+        ({"clip_seconds": 0}, "'clip_seconds' must be a number"),
+        ({"clip_seconds": -3.0}, "'clip_seconds' must be a number"),
+        ("[1, 2]", "not a JSON object"),
+    ],
+)
+def test_onnx_metadata_is_checked_not_trusted(tmp_path, runner, change, message):
+    import json
+
+    import onnx
+
+    from serenesense_cli.cli import app
+
+    source = write_loudness_onnx(tmp_path / "loudness.onnx", floor_dbfs=-60)
+    props = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
+    meta = change if isinstance(change, str) else {**json.loads(props["serenesense"]), **change}
+    bad = _with_metadata(source, tmp_path / "bad.onnx", meta)
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, np.zeros(16_000 * 3, np.float32), 16_000)
+    result = runner.invoke(app, ["detect", str(wav), "--model", str(bad), "--windows"])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and str(bad) in result.stderr
+    assert "this is a bug" not in result.stderr
+
+
+def test_onnx_graph_with_another_input_name_is_refused(tmp_path, runner):
+    import onnx
+
+    from serenesense_cli.cli import app
+
+    proto = onnx.load(str(write_loudness_onnx(tmp_path / "l.onnx", floor_dbfs=-60)))
+    proto.graph.input[0].name = "audio"
+    for node in proto.graph.node:
+        node.input[:] = ["audio" if name == "waveform" else name for name in node.input]
+    renamed = tmp_path / "renamed.onnx"
+    onnx.save(proto, str(renamed))
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, np.zeros(16_000 * 3, np.float32), 16_000)
+    result = runner.invoke(app, ["detect", str(wav), "--model", str(renamed)])
+    assert result.exit_code == 2, result.output
+    assert "one input named 'waveform', not: audio" in result.stderr

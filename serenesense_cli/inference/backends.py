@@ -106,9 +106,53 @@ def _parse_onnx_metadata(raw: str | None, path: str | Path) -> dict[str, Any]:
             hint="export models with `serenesense export`",
         )
     try:
-        return json.loads(raw)
+        meta = json.loads(raw)
     except json.JSONDecodeError as error:
         raise ModelError(f"{path}: corrupt serenesense metadata ({error})") from error
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: corrupt serenesense metadata (not a JSON object)")
+    return meta
+
+
+_EXPORT_HINT = "export the model again with `serenesense export`"
+
+
+def _check_onnx_contract(meta: dict[str, Any], session: Any, path: Path) -> None:
+    """What detect/evaluate rely on, checked once at load: classes, rate, window,
+    and a graph whose input and outputs match them (metadata is not trusted)."""
+
+    def bad(problem: str) -> ModelError:
+        return ModelError(f"{path}: {problem}", hint=_EXPORT_HINT)
+
+    classes = meta.get("classes")
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise bad("metadata 'classes' must list at least 2 distinct class names")
+    rate = meta.get("sample_rate")
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 1_000 <= rate <= 384_000:
+        raise bad(f"metadata 'sample_rate' must be an integer of 1000-384000 Hz, not {rate!r}")
+    seconds = meta.get("clip_seconds")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 < seconds <= 600
+        or round(seconds * rate) < 1
+    ):
+        raise bad(f"metadata 'clip_seconds' must be a number of 0-600 s, not {seconds!r}")
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != ONNX_INPUT:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise bad(f"the graph must take one input named {ONNX_INPUT!r}, not: {names}")
+    outputs = {o.name: o for o in session.get_outputs()}
+    if "probabilities" not in outputs:
+        raise bad("the graph has no 'probabilities' output")
+    width = (outputs["probabilities"].shape or [None])[-1]
+    if isinstance(width, int) and width != len(classes):
+        raise bad(f"the graph scores {width} classes but the metadata names {len(classes)}")
 
 
 def open_onnx(path: str | Path, *, threads: int | None = None, spin: bool = True) -> OnnxBackend:
@@ -138,6 +182,7 @@ def open_onnx(path: str | Path, *, threads: int | None = None, spin: bool = True
         raise ModelError(f"{path}: onnxruntime cannot load this model ({error})") from error
     custom = session.get_modelmeta().custom_metadata_map or {}
     meta = _parse_onnx_metadata(custom.get(ONNX_METADATA_KEY), path)
+    _check_onnx_contract(meta, session, path)
     sample_rate = int(meta["sample_rate"])
     return OnnxBackend(
         path=path,
