@@ -387,7 +387,6 @@ class MFCCStack(_MelFrontend):
             clip_samples=clip_samples,
             center=False,
         )
-        self.zscore = zscore
         # Per-coefficient statistics of the training windows (buffers, no
         # parameters, so the model's parameter count does not change). The
         # front end is fixed, so a plain average over every batch seen

@@ -132,9 +132,18 @@ def _check_onnx_contract(meta: dict[str, Any], session: Any, path: Path) -> None
         or len(set(classes)) != len(classes)
     ):
         raise bad("metadata 'classes' must list at least 2 distinct class names")
+    from serenesense_cli.audio.io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
     rate = meta.get("sample_rate")
-    if isinstance(rate, bool) or not isinstance(rate, int) or not 1_000 <= rate <= 384_000:
-        raise bad(f"metadata 'sample_rate' must be an integer of 1000-384000 Hz, not {rate!r}")
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, int)
+        or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE
+    ):
+        raise bad(
+            f"metadata 'sample_rate' must be an integer of {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} "
+            f"Hz, not {rate!r}"
+        )
     seconds = meta.get("clip_seconds")
     if (
         isinstance(seconds, bool)

@@ -84,6 +84,11 @@ TILT = 0.4
 """Waveform augmentation: first-order spectral tilt ``y[t] = x[t] + c x[t-1]``, ``|c| <= TILT``."""
 
 
+def _rms(wave: np.ndarray) -> float:
+    """Root mean square of a window, summed in float64."""
+    return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+
+
 def augment_waveform(window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random gain and spectral tilt: what another microphone, distance or channel does.
 
@@ -92,11 +97,11 @@ def augment_waveform(window: np.ndarray, rng: np.random.Generator) -> np.ndarray
     (up to about +-7 dB between low and high frequencies) is renormalised to
     the window's RMS before the gain, so gain and colour vary independently.
     """
-    rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
+    rms = _rms(window)
     c = rng.uniform(-TILT, TILT)
     tilted = window.copy()
     tilted[1:] += np.float32(c) * window[:-1]
-    new_rms = float(np.sqrt(np.mean(np.square(tilted, dtype=np.float64))))
+    new_rms = _rms(tilted)
     if new_rms > 0 and rms > 0:
         tilted *= np.float32(rms / new_rms)
     gain = np.float32(10.0 ** (rng.uniform(-GAIN_DB, GAIN_DB) / 20.0))
@@ -121,8 +126,8 @@ def mix_under(
     sound. Hearing other recordings faintly under every class teaches it that
     such things do not change the label. Silent windows are returned as they are.
     """
-    rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
-    other_rms = float(np.sqrt(np.mean(np.square(other, dtype=np.float64))))
+    rms = _rms(window)
+    other_rms = _rms(other)
     if rms <= 0 or other_rms <= 0:
         return window
     gain = rms / other_rms * 10.0 ** (rng.uniform(*level_db) / 20.0)
