@@ -215,8 +215,16 @@ class _Payload:
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": _timm_state(), "extra": _Payload()}, path)
-    with pytest.raises(ModelError, match="weights_only=True"):
+    with pytest.raises(ModelError, match="weights_only=True") as info:
         read_init(path)
+    # torch's own text goes on to advise weights_only=False, which would run the file's code
+    assert "weights_only=False" not in info.value.message
+    assert "trust the source" not in info.value.message
+    assert "not unpickled" in info.value.message
+    truncated = tmp_path / "short.pth"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelError, match="truncated or damaged"):
+        read_init(truncated)
 
 
 def test_serenesense_classifier_weights_initialise_a_new_head(tmp_path):

@@ -121,9 +121,9 @@ def test_incremental_rerun(folder, tmp_path, monkeypatch):
     decoded: list[str] = []
     real = prepare._decode_blocks
 
-    def spy(path):
+    def spy(path, notes):
         decoded.append(Path(path).name)
-        return real(path)
+        return real(path, notes)
 
     monkeypatch.setattr(prepare, "_decode_blocks", spy)
     again = prepare_dataset([folder], out)
@@ -199,11 +199,11 @@ def test_interrupt_while_decoding_keeps_previous_set(folder, tmp_path, monkeypat
     calls = []
     real = prepare._decode_blocks
 
-    def interrupted(path):
+    def interrupted(path, notes):
         calls.append(path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(path)
+        return real(path, notes)
 
     monkeypatch.setattr(prepare, "_decode_blocks", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -219,7 +219,7 @@ def test_interrupt_while_decoding_keeps_previous_set(folder, tmp_path, monkeypat
 def test_first_run_interrupted_leaves_no_set(folder, tmp_path, monkeypatch):
     out = tmp_path / "out"
 
-    def boom(path):
+    def boom(path, notes):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(prepare, "_decode_blocks", boom)

@@ -201,3 +201,52 @@ def test_not_a_run_folder_exits_2(runner, tmp_path):
         result = runner.invoke(app, ["report", str(target), "--out", str(tmp_path / "r")])
         assert result.exit_code == 2, result.output
         assert "not a run folder" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{"summary": 3}', "summary is not an object"),
+        ('{"summary": {"accuracy": "x"}}', "summary.accuracy is not a number"),
+        ('{"per_class": [1, 2]}', "per_class[0] is not an object"),
+        ('{"confusion_matrix": {"classes": ["a", "b"], "counts": [[1, 2]]}}', "not 2 x 2"),
+        ('{"calibration": {"counts": [1, "a"]}}', "calibration.counts[1] is not a number"),
+        ("[]", "not a JSON object"),
+        ("{", "unreadable"),
+    ],
+)
+def test_malformed_metrics_json_is_left_out_with_a_warning(runner, runs, tmp_path, content, why):
+    run = tmp_path / "cnn"
+    shutil.copytree(runs["cnn"], run)
+    (run / "metrics.json").write_text(content, encoding="utf-8")
+    result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "unexpected" not in result.output
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("metrics.json" in line and why in line for line in warning), result.stderr
+    markdown = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "Files that could not be read" in markdown
+
+
+def test_history_cells_that_are_not_numbers_are_left_out(runs, tmp_path):
+    run = tmp_path / "cnn"
+    shutil.copytree(runs["cnn"], run)
+    text = (run / "history.csv").read_text(encoding="utf-8").splitlines()
+    header, row = text[0].split(","), text[1].split(",")
+    row[header.index("val_acc")] = "lots"
+    (run / "history.csv").write_text("\n".join([text[0], ",".join(row)]) + "\n")
+    result = build_report(runs=[run], out=tmp_path / "r")
+    assert any("history.csv: 1 cell(s)" in p for p in result.problems)
+
+
+def test_report_out_is_never_a_run_folder_and_replacing_warns(runner, runs, tmp_path):
+    refused = runner.invoke(app, ["report", str(runs["cnn"]), "--out", str(runs["cnn"])])
+    assert refused.exit_code == 2
+    assert "would overwrite an input" in refused.stderr
+    assert not (runs["cnn"] / "report.md").exists()
+    out = tmp_path / "r"
+    first = runner.invoke(app, ["report", str(runs["cnn"]), "--out", str(out)])
+    assert first.exit_code == 0 and "replaced" not in first.stderr
+    again = runner.invoke(app, ["report", str(runs["cnn"]), "--out", str(out)])
+    assert again.exit_code == 0
+    assert f"warning: replaced the report that was in {out}" in again.stderr

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,12 @@ AUDIO_EXTENSIONS = frozenset(
 """File extensions treated as audio when scanning folders."""
 
 _DEFAULT_BLOCK_SECONDS = 30.0
+_MAX_BLOCK_VALUES = 4_000_000
+"""Samples (frames x channels) read at once: 16 MB of float32 whatever the
+rate and channel count, so memory stays bounded for any header."""
+
+MAX_CHANNELS = 64
+"""Channel counts above this are refused as a corrupt header."""
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
@@ -83,6 +89,10 @@ def probe_audio(path: str | Path) -> AudioInfo:
         ) from error
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioFileError(path, "corrupt header (no sample rate or channels)")
+    if info.channels > MAX_CHANNELS:
+        raise AudioFileError(
+            path, f"{info.channels} channels: more than {MAX_CHANNELS} (a corrupt header?)"
+        )
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
         raise AudioFileError(
             path,
@@ -194,13 +204,51 @@ class _ResampleStream:
         return out
 
 
-def _to_mono(block: np.ndarray) -> np.ndarray:
+class MixCheck:
+    """Energy of the channels and of their mono mix over a whole stream.
+
+    Why: averaging channels in anti-phase (a miswired stereo microphone) gives
+    near silence, which would be scored or stored as if it were the recording.
+    """
+
+    CANCEL_DB = -20.0
+    """A mix this far below its channels' mean energy counts as cancelled."""
+
+    def __init__(self) -> None:
+        self.channel_energy = 0.0
+        self.mix_energy = 0.0
+
+    def add(self, channels: np.ndarray, mix: np.ndarray) -> None:
+        if channels.ndim == 2 and channels.shape[1] > 1:
+            per_frame = np.mean(np.square(channels, dtype=np.float64), axis=1)
+            self.channel_energy += float(per_frame.sum())
+            self.mix_energy += float(np.square(mix, dtype=np.float64).sum())
+
+    def note(self, path: Path) -> str | None:
+        """A one-line warning when the channels cancelled in the mix, else ``None``."""
+        if self.channel_energy <= 1e-12:
+            return None
+        ratio_db = 10 * math.log10(max(self.mix_energy, 1e-30) / self.channel_energy)
+        if ratio_db > self.CANCEL_DB:
+            return None
+        return (
+            f"{path}: its channels cancel when mixed to mono (anti-phase stereo?): the mix "
+            f"is {-ratio_db:.0f} dB quieter than the channels; use one channel of the file"
+        )
+
+
+def _to_mono(block: np.ndarray, mix_check: MixCheck | None = None) -> np.ndarray:
     if block.ndim == 2:
-        block = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+        mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+        if mix_check is not None:
+            mix_check.add(block, mono)
+        block = mono
     return np.ascontiguousarray(block, dtype=np.float32)
 
 
-def _read_exact(handle: sf.SoundFile, path: Path, start: int, count: int) -> np.ndarray:
+def _read_exact(
+    handle: sf.SoundFile, path: Path, start: int, count: int, mix_check: MixCheck | None = None
+) -> np.ndarray:
     handle.seek(start)
     data = handle.read(count, dtype="float32", always_2d=True)
     if data.shape[0] < count:
@@ -209,7 +257,7 @@ def _read_exact(handle: sf.SoundFile, path: Path, start: int, count: int) -> np.
             f"file is truncated: header promises {handle.frames} frames but data ends "
             f"at frame {start + data.shape[0]}",
         )
-    mono = _to_mono(data)
+    mono = _to_mono(data, mix_check)
     if not np.isfinite(mono).all():
         bad = int(np.flatnonzero(~np.isfinite(mono))[0]) + start
         raise AudioFileError(
@@ -225,8 +273,12 @@ def stream_audio(
     block_seconds: float = _DEFAULT_BLOCK_SECONDS,
     offset: float = 0.0,
     duration: float | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield float32 mono blocks at ``sample_rate``; memory stays constant.
+
+    ``on_note`` gets a one-line warning, after the last block, when the
+    channels cancelled each other in the mono mix (:class:`MixCheck`).
 
     The file is opened and checked when this is called (errors come at once, not
     at the first ``next()``). Blocks are at most ``block_seconds`` long at the
@@ -249,36 +301,61 @@ def stream_audio(
         raise AudioFileError(
             path, f"offset {offset:.3f} s is past the end of the file ({info.duration:.3f} s)"
         )
-    return _stream_blocks(path, orig, sample_rate, block_seconds, first, last)
+    return _stream_blocks(path, orig, sample_rate, block_seconds, first, last, on_note)
 
 
 def _stream_blocks(
-    path: Path, orig: int, sample_rate: int, block_seconds: float, first: int, last: int
+    path: Path,
+    orig: int,
+    sample_rate: int,
+    block_seconds: float,
+    first: int,
+    last: int,
+    on_note: Callable[[str], None] | None,
 ) -> Iterator[np.ndarray]:
     """The generator behind :func:`stream_audio`; opens the file on first ``next()``."""
+    mix_check = MixCheck() if on_note is not None else None
+    yield from _decoded_blocks(path, orig, sample_rate, block_seconds, first, last, mix_check)
+    if on_note is not None and mix_check is not None:
+        note = mix_check.note(path)
+        if note:
+            on_note(note)
+
+
+def _decoded_blocks(
+    path: Path,
+    orig: int,
+    sample_rate: int,
+    block_seconds: float,
+    first: int,
+    last: int,
+    mix_check: MixCheck | None,
+) -> Iterator[np.ndarray]:
     try:
         handle = sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioFileError(path, f"cannot be decoded: {_short(error)}") from error
     with handle:
+        block = max(1, min(round(block_seconds * orig), _MAX_BLOCK_VALUES // handle.channels))
         if orig == sample_rate:
-            block = max(1, round(block_seconds * orig))
             for start in range(first, last, block):
-                yield _read_safe(handle, path, start, min(block, last - start))
+                yield _read_safe(handle, path, start, min(block, last - start), mix_check)
             return
-        block = max(1, round(block_seconds * orig))
         out_block = max(1, round(block_seconds * sample_rate))
         resampler = _ResampleStream(orig, sample_rate, last - first)
         for start in range(first, last, block):
             stop = min(last, start + block)
-            out = resampler.push(_read_safe(handle, path, start, stop - start), last=stop == last)
+            samples = _read_safe(handle, path, start, stop - start, mix_check)
+            out = resampler.push(samples, last=stop == last)
             for at in range(0, out.shape[0], out_block):  # the final flush can be longer
                 yield out[at : at + out_block]
 
 
-def _read_safe(handle: sf.SoundFile, path: Path, start: int, count: int) -> np.ndarray:
+def _read_safe(
+    handle: sf.SoundFile, path: Path, start: int, count: int, mix_check: MixCheck | None
+) -> np.ndarray:
     try:
-        return _read_exact(handle, path, start, count)
+        return _read_exact(handle, path, start, count, mix_check)
     except AudioFileError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError) as error:

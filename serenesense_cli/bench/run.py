@@ -237,11 +237,13 @@ def measure_isolated(
         cls = BadInputError if document.get("exit_code") == 2 else BenchError
         raise cls(document["error"], hint=document.get("hint"))
     if code != 0 or document is None:
-        tail = " | ".join(stderr.strip().splitlines()[-3:]) or f"exit code {code}"
+        # No document: the process died (killed, out of memory, a crash in native
+        # code). Its stderr may hold a traceback; only the exit status is shown.
+        how = "killed (out of memory?)" if code in (-9, 137) else f"exit code {code}"
         raise BenchError(
-            f"{model}: the benchmark process failed ({tail})",
-            hint="run again with --debug; out of memory shows as exit code -9",
-        )
+            f"{model}: the benchmark process ended without a result ({how})",
+            hint="use a smaller --batch or --threads; --debug shows the process's stderr",
+        ) from ChildProcessError(stderr.strip() or "(no output on stderr)")
     return document
 
 

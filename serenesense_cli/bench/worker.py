@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from serenesense_cli.fileio import json_text
 
 ERROR_EXIT = 3
+_SMALLER = "use a smaller --batch or a shorter --duration"
 
 
 def _send(line: dict[str, Any]) -> None:
@@ -45,6 +47,23 @@ def main(argv: list[str]) -> int:
         write_json_atomic(
             result_path,
             {"error": error.message, "hint": error.hint, "exit_code": error.exit_code},
+        )
+        return ERROR_EXIT
+    except MemoryError:
+        write_json_atomic(
+            result_path,
+            {"error": f"{model}: out of memory while benchmarking", "hint": _SMALLER},
+        )
+        return ERROR_EXIT
+    except Exception as error:  # the parent shows one line, never a traceback
+        traceback.print_exc()  # into the parent's stderr file, for --debug readers
+        first_line = (str(error).splitlines() or [""])[0][:300]
+        write_json_atomic(
+            result_path,
+            {
+                "error": f"{model}: the benchmark failed ({type(error).__name__}: {first_line})",
+                "hint": "check the model with `serenesense detect` on a short file",
+            },
         )
         return ERROR_EXIT
     write_json_atomic(result_path, result)

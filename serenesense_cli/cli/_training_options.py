@@ -13,6 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
+from serenesense_cli.cli._bounds import within
+from serenesense_cli.limits import TRAINING
+
 PANEL_RECIPE = "Recipe overrides"
 PANEL_RUN = "Run control"
 
@@ -30,8 +33,13 @@ Resume = Annotated[
     Path | None,
     opt("Continue this run folder exactly where it stopped.", "--resume", panel=PANEL_RUN),
 ]
-GradClip = Annotated[float | None, opt("Gradient-norm clip (0 = off).", "--grad-clip")]
-Seed = Annotated[int | None, opt("Random seed.", "--seed", panel=PANEL_RUN)]
+GradClip = Annotated[
+    float | None,
+    opt("Gradient-norm clip (0 = off).", "--grad-clip", callback=within(TRAINING["grad_clip"])),
+]
+Seed = Annotated[
+    int | None, opt("Random seed.", "--seed", panel=PANEL_RUN, callback=within(TRAINING["seed"]))
+]
 Deterministic = Annotated[
     bool | None,
     opt(
@@ -44,16 +52,41 @@ Device = Annotated[str | None, opt("auto, cpu, cuda or mps.", "--device", panel=
 Precision = Annotated[
     str | None, opt("auto (bf16 on CUDA), fp32 or bf16.", "--precision", panel=PANEL_RUN)
 ]
-Workers = Annotated[int | None, opt("DataLoader worker processes.", "--workers", panel=PANEL_RUN)]
+Workers = Annotated[
+    int | None,
+    opt(
+        "DataLoader worker processes.",
+        "--workers",
+        panel=PANEL_RUN,
+        callback=within(TRAINING["workers"]),
+    ),
+]
 MaxSteps = Annotated[
-    int | None, opt("Stop after this many optimiser steps.", "--max-steps", panel=PANEL_RUN)
+    int | None,
+    opt(
+        "Stop after this many optimiser steps.",
+        "--max-steps",
+        panel=PANEL_RUN,
+        callback=within(TRAINING["max_steps"]),
+    ),
 ]
 TimeLimit = Annotated[
-    float | None, opt("Stop after this many seconds.", "--time-limit", panel=PANEL_RUN)
+    float | None,
+    opt(
+        "Stop after this many seconds.",
+        "--time-limit",
+        panel=PANEL_RUN,
+        callback=within(TRAINING["time_limit"]),
+    ),
 ]
 CheckpointEvery = Annotated[
     int | None,
-    opt("Also checkpoint every N steps (0 = per epoch).", "--checkpoint-every", panel=PANEL_RUN),
+    opt(
+        "Also checkpoint every N steps (0 = per epoch).",
+        "--checkpoint-every",
+        panel=PANEL_RUN,
+        callback=within(TRAINING["checkpoint_every"]),
+    ),
 ]
 
 

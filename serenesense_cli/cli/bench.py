@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import (
     OutputFormat,
     emit_csv,
@@ -22,6 +23,7 @@ from serenesense_cli.cli._output import (
     progress_bars,
     warn,
 )
+from serenesense_cli.limits import COMMANDS
 
 _PANEL_RUN = "Measurement (defaults from --profile)"
 _PANEL_BUDGET = "Budget"
@@ -94,27 +96,64 @@ def bench_command(
         ),
     ] = Profile.default,
     threads: Annotated[
-        int | None, _opt("Inference threads (default: usable CPUs; pi5: 4).", "--threads")
+        int | None,
+        _opt(
+            "Inference threads (default: usable CPUs; pi5: 4).",
+            "--threads",
+            callback=within(COMMANDS["threads"]),
+        ),
     ] = None,
     batch: Annotated[
-        int | None, _opt("Batch for the throughput figure (default 8; pi5: 1).", "--batch")
+        int | None,
+        _opt(
+            "Batch for the throughput figure (default 8; pi5: 1).",
+            "--batch",
+            callback=within(COMMANDS["batch"]),
+        ),
     ] = None,
-    runs: Annotated[int | None, _opt("Timed runs at batch 1 (default 30).", "--runs")] = None,
-    warmup: Annotated[int | None, _opt("Warm-up runs (not timed).", "--warmup")] = None,
+    runs: Annotated[
+        int | None,
+        _opt(
+            "Timed runs at batch 1 (default 30).", "--runs", callback=within(COMMANDS["bench_runs"])
+        ),
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        _opt("Warm-up runs (not timed).", "--warmup", callback=within(COMMANDS["bench_warmup"])),
+    ] = None,
     duration: Annotated[
         float | None,
-        _opt("Sustained run of this many seconds instead of --runs (pi5: 60).", "--duration"),
+        _opt(
+            "Sustained run of this many seconds instead of --runs (pi5: 60).",
+            "--duration",
+            callback=within(COMMANDS["bench_duration"]),
+        ),
     ] = None,
     hop: Annotated[
-        float, _opt("Seconds between windows in live use, for the real-time factor.", "--hop")
+        float,
+        _opt(
+            "Seconds between windows in live use, for the real-time factor.",
+            "--hop",
+            callback=within(COMMANDS["hop"]),
+        ),
     ] = 1.0,
     budget_ms: Annotated[
         float | None,
-        _opt("Latency budget for p99 in ms (pi5: 500).", "--budget-ms", panel=_PANEL_BUDGET),
+        _opt(
+            "Latency budget for p99 in ms (pi5: 500).",
+            "--budget-ms",
+            panel=_PANEL_BUDGET,
+            callback=within(COMMANDS["budget_ms"]),
+        ),
     ] = None,
     budget_mb: Annotated[
         float | None,
-        _opt("Peak memory budget in MB (pi5: 2048).", "--budget-mb", panel=_PANEL_BUDGET),
+        _opt(
+            "Peak memory budget in MB (pi5: 2048).",
+            "--budget-mb",
+            panel=_PANEL_BUDGET,
+            callback=within(COMMANDS["budget_mb"]),
+        ),
     ] = None,
     no_spin: Annotated[
         bool,

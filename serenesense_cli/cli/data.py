@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import (
     OutputFormat,
     emit_csv,
@@ -22,6 +23,7 @@ from serenesense_cli.cli._output import (
     progress_bars,
     warn,
 )
+from serenesense_cli.limits import COMMANDS, SEED
 
 app = typer.Typer(help="Prepare and inspect data sets.", no_args_is_help=True)
 
@@ -112,17 +114,36 @@ def _list_skipped(
 def synth(
     out: OutOption,
     clips_per_class: Annotated[
-        int, typer.Option(min=1, help="Clips per class (training and test together).")
+        int,
+        typer.Option(
+            help="Clips per class (training and test together).",
+            callback=within(COMMANDS["clips_per_class"]),
+        ),
     ] = 40,
     videos_per_class: Annotated[
-        int, typer.Option(min=1, help="Simulated source videos per class (the groups).")
+        int,
+        typer.Option(
+            help="Simulated source videos per class (the groups).",
+            callback=within(COMMANDS["videos_per_class"]),
+        ),
     ] = 8,
     test_videos_per_class: Annotated[
-        int, typer.Option(min=0, help="Of those, videos per class in the test split.")
+        int,
+        typer.Option(
+            help="Of those, videos per class in the test split.",
+            callback=within(COMMANDS["test_videos_per_class"]),
+        ),
     ] = 2,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
-    min_seconds: Annotated[float, typer.Option(min=0.1, help="Shortest clip.")] = 1.0,
-    max_seconds: Annotated[float, typer.Option(min=0.1, help="Longest clip (MAD: 10 s).")] = 10.0,
+    seed: Annotated[
+        int, typer.Option(help="Random seed (same seed, same files).", callback=within(SEED))
+    ] = 0,
+    min_seconds: Annotated[
+        float, typer.Option(help="Shortest clip.", callback=within(COMMANDS["synth_seconds"]))
+    ] = 1.0,
+    max_seconds: Annotated[
+        float,
+        typer.Option(help="Longest clip (MAD: 10 s).", callback=within(COMMANDS["synth_seconds"])),
+    ] = 10.0,
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Write a synthetic data set in MAD layout (training.csv, test.csv, WAVs).
@@ -198,15 +219,27 @@ def prepare(
     ] = SourceKind.auto,
     val_fraction: Annotated[
         float,
-        typer.Option(help="Validation share carved from sources that have no val split."),
+        typer.Option(
+            help="Validation share carved from sources that have no val split.",
+            callback=within(COMMANDS["split_fraction"]),
+        ),
     ] = 0.15,
     test_fraction: Annotated[
         float,
-        typer.Option(help="Test share carved from sources that have no test split."),
+        typer.Option(
+            help="Test share carved from sources that have no test split.",
+            callback=within(COMMANDS["split_fraction"]),
+        ),
     ] = 0.15,
-    seed: Annotated[int, typer.Option(help="Seed for the split (same seed, same split).")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split (same seed, same split).", callback=within(SEED))
+    ] = 0,
     min_seconds: Annotated[
-        float, typer.Option(help="Skip clips shorter than this (seconds).")
+        float,
+        typer.Option(
+            help="Skip clips shorter than this (seconds).",
+            callback=within(COMMANDS["prepare_min_seconds"]),
+        ),
     ] = 0.1,
     group_pattern: Annotated[
         str | None,
@@ -241,6 +274,10 @@ def prepare(
     _list_skipped(result.skipped, result.root)
     for note in result.splits.get("notes", []):
         warn(note)
+    for note in result.notes[:_MAX_LISTED]:
+        warn(note)
+    if len(result.notes) > _MAX_LISTED:
+        warn(f"{len(result.notes) - _MAX_LISTED} more file(s) changed in the prepared copy")
     if len(result.classes) < 2:
         warn(
             f"{result.root}: only {len(result.classes)} class; `serenesense train` needs at "

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import (
     OutputFormat,
     emit_json,
@@ -15,6 +16,7 @@ from serenesense_cli.cli._output import (
     log,
     progress_bars,
 )
+from serenesense_cli.limits import COMMANDS, SEED
 
 
 def demo_command(
@@ -24,12 +26,24 @@ def demo_command(
         typer.Option("--model", help="Model to train (default: the recommended one)."),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Training epochs (default: the recipe's).")
+        int | None,
+        typer.Option(
+            "--epochs",
+            help="Training epochs (default: the recipe's).",
+            callback=within(COMMANDS["demo_epochs"]),
+        ),
     ] = None,
     time_limit: Annotated[
-        float, typer.Option("--time-limit", help="Training budget in seconds.")
+        float,
+        typer.Option(
+            "--time-limit",
+            help="Training budget in seconds.",
+            callback=within(COMMANDS["demo_time_limit"]),
+        ),
     ] = 150.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for data and training.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for data and training.", callback=within(SEED))
+    ] = 0,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """Synthesise, prepare, train, evaluate, export, quantize, bench, detect, report.

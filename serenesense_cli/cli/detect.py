@@ -23,6 +23,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import (
     emit_result_path,
     emit_table,
@@ -31,6 +32,7 @@ from serenesense_cli.cli._output import (
     stdout_console,
     warn,
 )
+from serenesense_cli.limits import COMMANDS
 
 EXIT_NOT_SEEN = 3
 """``--until CLASS``: the input ended without an event of CLASS."""
@@ -88,13 +90,24 @@ def detect_command(
     ] = None,
     duration: Annotated[
         float | None,
-        _opt("Stop after this many seconds of audio (--mic).", "--duration", panel=_PANEL_INPUT),
+        _opt(
+            "Stop after this many seconds of audio (--mic).",
+            "--duration",
+            panel=_PANEL_INPUT,
+            callback=within(COMMANDS["mic_duration"]),
+        ),
     ] = None,
     list_devices: Annotated[
         bool, _opt("List input devices and exit.", "--list-devices", panel=_PANEL_INPUT)
     ] = False,
     threads: Annotated[
-        int | None, _opt("Inference threads.", "--threads", panel=_PANEL_INPUT)
+        int | None,
+        _opt(
+            "Inference threads.",
+            "--threads",
+            panel=_PANEL_INPUT,
+            callback=within(COMMANDS["threads"]),
+        ),
     ] = None,
     no_spin: Annotated[
         bool,
@@ -114,7 +127,13 @@ def detect_command(
         ),
     ] = None,
     hop: Annotated[
-        float, _opt("Seconds between scored windows.", "--hop", panel=_PANEL_DECIDE)
+        float,
+        _opt(
+            "Seconds between scored windows.",
+            "--hop",
+            panel=_PANEL_DECIDE,
+            callback=within(COMMANDS["hop"]),
+        ),
     ] = 1.0,
     threshold: Annotated[
         str | None,
@@ -133,7 +152,13 @@ def detect_command(
         ),
     ] = None,
     smooth: Annotated[
-        int, _opt("Average scores over this many windows.", "--smooth", panel=_PANEL_DECIDE)
+        int,
+        _opt(
+            "Average scores over this many windows.",
+            "--smooth",
+            panel=_PANEL_DECIDE,
+            callback=within(COMMANDS["smooth"]),
+        ),
     ] = 3,
     silence_dbfs: Annotated[
         float,
@@ -141,11 +166,17 @@ def detect_command(
             "Windows quieter than this (RMS dBFS) get no decision; --silence-dbfs=-inf: off.",
             "--silence-dbfs",
             panel=_PANEL_DECIDE,
+            callback=within(COMMANDS["silence_dbfs"]),
         ),
     ] = -60.0,
     min_duration: Annotated[
         float,
-        _opt("Drop events shorter than this (seconds).", "--min-duration", panel=_PANEL_DECIDE),
+        _opt(
+            "Drop events shorter than this (seconds).",
+            "--min-duration",
+            panel=_PANEL_DECIDE,
+            callback=within(COMMANDS["min_duration"]),
+        ),
     ] = 0.0,
     ignore: Annotated[
         list[str] | None,
@@ -465,6 +496,8 @@ class _Run:
                                 error=record.error,
                                 windows_scored=record.windows,
                             )
+                        for note in record.notes:
+                            warn(note)
                         if record.error:
                             failed += 1
                             warn(record.error + (f" ({record.hint})" if record.hint else ""))

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import (
     OutputFormat,
     emit_csv,
@@ -22,6 +23,7 @@ from serenesense_cli.cli._output import (
     progress_bars,
     warn,
 )
+from serenesense_cli.limits import COMMANDS
 
 _MAX_LISTED = 20
 """Skipped files listed on stderr; all of them are in metrics.json."""
@@ -67,7 +69,11 @@ def evaluate_command(
     ] = None,
     hop: Annotated[
         float | None,
-        typer.Option("--hop", help="Seconds between window starts (default: half a window)."),
+        typer.Option(
+            "--hop",
+            help="Seconds between window starts (default: half a window).",
+            callback=within(COMMANDS["hop"]),
+        ),
     ] = None,
     gain_db: Annotated[
         float,
@@ -80,11 +86,23 @@ def evaluate_command(
         ),
     ] = 0.0,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Windows per model call.", min=1)
+        int,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            help="Windows per model call.",
+            min=1,
+            callback=within(COMMANDS["batch"]),
+        ),
     ] = 32,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", help="Inference threads (default: CPUs available).", min=1),
+        typer.Option(
+            "--threads",
+            help="Inference threads (default: CPUs available).",
+            min=1,
+            callback=within(COMMANDS["threads"]),
+        ),
     ] = None,
     out: Annotated[
         Path | None,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import (
     OutputFormat,
     emit_fields,
@@ -21,6 +22,7 @@ from serenesense_cli.cli._output import (
     warn,
 )
 from serenesense_cli.cli.quantize import QuantMode
+from serenesense_cli.limits import COMMANDS
 
 
 def export_command(
@@ -39,12 +41,18 @@ def export_command(
             help="ONNX file to write (default: RUN/export/model.onnx, or beside the weights).",
         ),
     ] = None,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (17 or newer).")] = 18,
+    opset: Annotated[
+        int,
+        typer.Option(
+            "--opset", help="ONNX opset (17 or newer).", callback=within(COMMANDS["opset"])
+        ),
+    ] = 18,
     tolerance: Annotated[
         float,
         typer.Option(
             "--tolerance",
             help="Largest allowed |p_onnx - p_torch| on the parity clips (probabilities).",
+            callback=within(COMMANDS["tolerance"]),
         ),
     ] = 1e-3,
     parity_data: Annotated[

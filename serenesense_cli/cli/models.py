@@ -6,12 +6,19 @@ from typing import Annotated
 
 import typer
 
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import OutputFormat, emit_csv, emit_json, emit_table
+from serenesense_cli.limits import COMMANDS
 
 
 def models_command(
     num_classes: Annotated[
-        int, typer.Option("--num-classes", help="Classes to size the heads for.")
+        int,
+        typer.Option(
+            "--num-classes",
+            help="Classes to size the heads for.",
+            callback=within(COMMANDS["num_classes"]),
+        ),
     ] = 7,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:

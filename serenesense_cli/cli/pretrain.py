@@ -14,8 +14,10 @@ import typer
 
 from serenesense_cli.cli import _training_options as run_flags
 from serenesense_cli.cli import _training_output as run_output
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import OutputFormat
 from serenesense_cli.cli._training_options import PANEL_RUN, given, opt
+from serenesense_cli.limits import TRAINING
 
 _PANEL_MODEL = "Model"
 
@@ -46,18 +48,39 @@ def pretrain_command(
         str | None, opt("Encoder size: tiny, small or base.", "--size", panel=_PANEL_MODEL)
     ] = None,
     depth: Annotated[
-        int | None, opt("Encoder blocks (default: 12).", "--depth", panel=_PANEL_MODEL)
+        int | None,
+        opt(
+            "Encoder blocks (default: 12).",
+            "--depth",
+            panel=_PANEL_MODEL,
+            callback=within(TRAINING["depth"]),
+        ),
     ] = None,
     decoder_depth: Annotated[
         int | None,
-        opt("Decoder blocks (base 8, small 4, tiny 2).", "--decoder-depth", panel=_PANEL_MODEL),
+        opt(
+            "Decoder blocks (base 8, small 4, tiny 2).",
+            "--decoder-depth",
+            panel=_PANEL_MODEL,
+            callback=within(TRAINING["decoder_depth"]),
+        ),
     ] = None,
     decoder_dim: Annotated[
         int | None,
-        opt("Decoder width (base 512, small 256, tiny 128).", "--decoder-dim", panel=_PANEL_MODEL),
+        opt(
+            "Decoder width (base 512, small 256, tiny 128).",
+            "--decoder-dim",
+            panel=_PANEL_MODEL,
+            callback=within(TRAINING["decoder_dim"]),
+        ),
     ] = None,
     mask_ratio: Annotated[
-        float | None, opt("Share of patches hidden (0.8).", "--mask-ratio")
+        float | None,
+        opt(
+            "Share of patches hidden (0.8).",
+            "--mask-ratio",
+            callback=within(TRAINING["mask_ratio"]),
+        ),
     ] = None,
     mask_mode: Annotated[
         str | None,
@@ -67,17 +90,39 @@ def pretrain_command(
         bool | None,
         opt("Per-patch normalised targets.", "--norm-pix-loss/--no-norm-pix-loss"),
     ] = None,
-    epochs: Annotated[int | None, opt("Epochs (32).", "--epochs", "--max-epochs")] = None,
-    batch_size: Annotated[int | None, opt("Global batch size (16).", "--batch-size", "-b")] = None,
-    lr: Annotated[float | None, opt("Peak learning rate (2e-4).", "--lr")] = None,
-    weight_decay: Annotated[float | None, opt("Weight decay (0.05).", "--weight-decay")] = None,
+    epochs: Annotated[
+        int | None,
+        opt("Epochs (32).", "--epochs", "--max-epochs", callback=within(TRAINING["epochs"])),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        opt(
+            "Global batch size (16).", "--batch-size", "-b", callback=within(TRAINING["batch_size"])
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None, opt("Peak learning rate (2e-4).", "--lr", callback=within(TRAINING["lr"]))
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        opt("Weight decay (0.05).", "--weight-decay", callback=within(TRAINING["weight_decay"])),
+    ] = None,
     warmup_epochs: Annotated[
-        float | None, opt("Linear warm-up epochs (3).", "--warmup-epochs")
+        float | None,
+        opt(
+            "Linear warm-up epochs (3).",
+            "--warmup-epochs",
+            callback=within(TRAINING["warmup_epochs"]),
+        ),
     ] = None,
     grad_clip: run_flags.GradClip = None,
     val_fraction: Annotated[
         float | None,
-        opt("Held-out share of plain folders' files (0.1).", "--val-fraction"),
+        opt(
+            "Held-out share of plain folders' files (0.1).",
+            "--val-fraction",
+            callback=within(TRAINING["val_fraction"]),
+        ),
     ] = None,
     figure_every: Annotated[
         int | None,
@@ -85,10 +130,17 @@ def pretrain_command(
             "Reconstruction figure every N epochs (5; 0 = only at the end).",
             "--figure-every",
             panel=PANEL_RUN,
+            callback=within(TRAINING["figure_every"]),
         ),
     ] = None,
     figure_clips: Annotated[
-        int | None, opt("Clips per figure (4).", "--figure-clips", panel=PANEL_RUN)
+        int | None,
+        opt(
+            "Clips per figure (4).",
+            "--figure-clips",
+            panel=PANEL_RUN,
+            callback=within(TRAINING["figure_clips"]),
+        ),
     ] = None,
     seed: run_flags.Seed = None,
     deterministic: run_flags.Deterministic = None,

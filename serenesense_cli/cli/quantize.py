@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import (
     OutputFormat,
     emit_fields,
@@ -20,6 +21,7 @@ from serenesense_cli.cli._output import (
     progress_bars,
     warn,
 )
+from serenesense_cli.limits import COMMANDS
 
 
 class QuantMode(str, Enum):
@@ -51,7 +53,12 @@ def quantize_command(
         ),
     ] = None,
     calib_clips: Annotated[
-        int, typer.Option("--calib-clips", help="Calibration clips (centred windows).")
+        int,
+        typer.Option(
+            "--calib-clips",
+            help="Calibration clips (centred windows).",
+            callback=within(COMMANDS["calib_clips"]),
+        ),
     ] = 64,
     data: Annotated[
         Path | None,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from serenesense_cli.cli._output import emit_result_path, log, progress_bars
+from serenesense_cli.cli._output import emit_result_path, log, progress_bars, warn
 
 
 def report_command(
@@ -40,7 +40,8 @@ def report_command(
 
     Training curves, confusion matrices, per-class F1, calibration, and a
     comparison table and figure; anything a run folder lacks is shown as
-    missing (see docs/reports.md).
+    missing (see docs/reports.md). A report already in --out is replaced,
+    with a warning; --out cannot be one of the run folders.
 
     Examples:
 
@@ -52,5 +53,9 @@ def report_command(
 
     with progress_bars(transient=True) as on_progress:
         result = build_report(runs=runs, out=out, title=title, on_progress=on_progress)
+    for problem in result.problems:
+        warn(f"{problem}; the report shows it as missing")
+    if result.replaced:
+        warn(f"replaced the report that was in {result.out_dir}")
     log(f"wrote {result.markdown}, {len(result.figures)} figure(s) in {result.out_dir / 'figures'}")
     emit_result_path(result.html)

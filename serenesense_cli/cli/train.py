@@ -13,8 +13,10 @@ import typer
 
 from serenesense_cli.cli import _training_options as run_flags
 from serenesense_cli.cli import _training_output as run_output
+from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import OutputFormat
 from serenesense_cli.cli._training_options import PANEL_RUN, given, opt
+from serenesense_cli.limits import TRAINING
 
 app = typer.Typer(help="Train a model.", no_args_is_help=True)
 
@@ -54,6 +56,7 @@ def train_command(
             "Layer-wise LR decay, e.g. 0.75 (1 = off): block i gets lr x decay^(depth-i).",
             "--layer-decay",
             panel=_PANEL_INIT,
+            callback=within(TRAINING["layer_decay"]),
         ),
     ] = None,
     linear_probe: Annotated[
@@ -72,20 +75,46 @@ def train_command(
             "--recipe",
         ),
     ] = None,
-    epochs: Annotated[int | None, opt("Epochs to train.", "--epochs", "--max-epochs")] = None,
-    batch_size: Annotated[int | None, opt("Global batch size.", "--batch-size", "-b")] = None,
-    lr: Annotated[float | None, opt("Peak learning rate.", "--lr")] = None,
-    weight_decay: Annotated[float | None, opt("Weight decay.", "--weight-decay")] = None,
+    epochs: Annotated[
+        int | None,
+        opt("Epochs to train.", "--epochs", "--max-epochs", callback=within(TRAINING["epochs"])),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        opt("Global batch size.", "--batch-size", "-b", callback=within(TRAINING["batch_size"])),
+    ] = None,
+    lr: Annotated[
+        float | None, opt("Peak learning rate.", "--lr", callback=within(TRAINING["lr"]))
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        opt("Weight decay.", "--weight-decay", callback=within(TRAINING["weight_decay"])),
+    ] = None,
     optimizer: Annotated[str | None, opt("adam, adamw or sgd.", "--optimizer")] = None,
     scheduler: Annotated[
         str | None, opt("plateau, warmup_cosine_restarts or constant.", "--scheduler")
     ] = None,
-    warmup_steps: Annotated[int | None, opt("Linear warm-up steps.", "--warmup-steps")] = None,
+    warmup_steps: Annotated[
+        int | None,
+        opt("Linear warm-up steps.", "--warmup-steps", callback=within(TRAINING["warmup_steps"])),
+    ] = None,
     grad_clip: run_flags.GradClip = None,
-    mixup_alpha: Annotated[float | None, opt("Mixup alpha (0 = off).", "--mixup-alpha")] = None,
-    cutmix_alpha: Annotated[float | None, opt("CutMix alpha (0 = off).", "--cutmix-alpha")] = None,
-    mix_prob: Annotated[float | None, opt("Probability of mixing a batch.", "--mix-prob")] = None,
-    label_smoothing: Annotated[float | None, opt("Label smoothing.", "--label-smoothing")] = None,
+    mixup_alpha: Annotated[
+        float | None,
+        opt("Mixup alpha (0 = off).", "--mixup-alpha", callback=within(TRAINING["mixup_alpha"])),
+    ] = None,
+    cutmix_alpha: Annotated[
+        float | None,
+        opt("CutMix alpha (0 = off).", "--cutmix-alpha", callback=within(TRAINING["cutmix_alpha"])),
+    ] = None,
+    mix_prob: Annotated[
+        float | None,
+        opt("Probability of mixing a batch.", "--mix-prob", callback=within(TRAINING["mix_prob"])),
+    ] = None,
+    label_smoothing: Annotated[
+        float | None,
+        opt("Label smoothing.", "--label-smoothing", callback=within(TRAINING["label_smoothing"])),
+    ] = None,
     class_weighted: Annotated[
         bool | None,
         opt("Class-weighted cross-entropy.", "--class-weighted/--no-class-weighted"),
@@ -107,6 +136,7 @@ def train_command(
             "Chance of mixing a quiet window of another training clip (12-24 dB down) "
             "under each training window; its label stays.",
             "--mix-back",
+            callback=within(TRAINING["mix_back"]),
         ),
     ] = None,
     crop: Annotated[
@@ -126,7 +156,11 @@ def train_command(
     ] = None,
     patience: Annotated[
         int | None,
-        opt("Early stopping after N epochs without improvement (0 = off).", "--patience"),
+        opt(
+            "Early stopping after N epochs without improvement (0 = off).",
+            "--patience",
+            callback=within(TRAINING["patience"]),
+        ),
     ] = None,
     seed: run_flags.Seed = None,
     deterministic: run_flags.Deterministic = None,

@@ -416,7 +416,8 @@ class ShardWriter:
 
 def to_int16(samples: np.ndarray) -> np.ndarray:
     """Float samples in [-1, 1] -> int16 (rounded, clipped)."""
-    scaled = np.rint(np.asarray(samples, dtype=np.float32) * np.float32(SCALE))
+    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    scaled = np.rint(clipped * np.float32(SCALE))
     return np.clip(scaled, -32768, 32767).astype(SHARD_DTYPE)
 
 

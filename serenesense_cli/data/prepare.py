@@ -51,6 +51,9 @@ class PrepareResult:
     removed: int
     splits: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()
+    """One line per decoded file whose prepared copy differs from it (clipped
+    peaks, channels that cancelled in the mono mix)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for ``--format json``)."""
@@ -64,6 +67,7 @@ class PrepareResult:
             "removed": self.removed,
             "splits": self.splits,
             "seconds": round(self.seconds, 3),
+            "notes": list(self.notes),
         }
 
 
@@ -75,18 +79,38 @@ class _Entry:
     previous: cache.ClipRecord | None = None
 
 
-def _decode_blocks(path: Path) -> Iterator[np.ndarray]:
+def _decode_blocks(path: Path, notes: list[str]) -> Iterator[np.ndarray]:
     """Decode ``path`` to int16 mono blocks at 16 kHz; every failure is an
-    AudioFileError naming the file (raised while iterating)."""
+    AudioFileError naming the file (raised while iterating).
+
+    What the int16 copy changes is noted in ``notes``: samples beyond full scale
+    (float files can hold them) are clipped, and channels that cancel in the
+    mono mix leave near silence."""
     from serenesense_cli.audio.io import stream_audio
 
+    peak = 0.0
     try:
-        for block in stream_audio(path, sample_rate=cache.SAMPLE_RATE):
+        for block in stream_audio(path, sample_rate=cache.SAMPLE_RATE, on_note=notes.append):
+            if block.size:
+                peak = max(peak, float(np.max(np.abs(block))))
             yield cache.to_int16(block)
     except AudioFileError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as error:
         raise AudioFileError(path, f"cannot be decoded: {error}") from error
+    if peak > _CLIP_NOTE_PEAK:
+        notes.append(
+            f"{path}: samples reach {peak:.3g}, beyond full scale (1.0); clipped to "
+            "+-1 in the prepared copy (scale the file down to keep its peaks)"
+        )
+
+
+MAX_CLIP_SECONDS = 3 * 3600
+"""Longest clip a prepared set takes, checked on the header before decoding:
+a corrupt header can claim days of audio, which would fill the disk."""
+
+_CLIP_NOTE_PEAK = 1.001
+"""Peaks above this are worth a warning (resampling overshoots full scale a little)."""
 
 
 def _expected_frames(path: Path) -> int:
@@ -301,6 +325,7 @@ def _prepare_locked(
     writer = cache.ShardWriter(root / cache.AUDIO_DIR, max_bytes=max_shard_bytes)
     min_frames = round(min_seconds * cache.SAMPLE_RATE)
     placed: list[tuple[_Entry, str, int, int]] = []
+    notes: list[str] = []
     decoded = reused = 0
     maps: dict[str, np.ndarray] = {}
     try:
@@ -321,13 +346,26 @@ def _prepare_locked(
                 shard, offset = writer.append(samples)
                 placed.append((entry, shard, offset, int(samples.size)))
                 continue
+            clip_notes: list[str] = []
+            expected = _expected_frames(record.path)
+            if expected > MAX_CLIP_SECONDS * cache.SAMPLE_RATE:
+                skipped.append(
+                    (
+                        str(record.path),
+                        f"too long: the header says {expected / cache.SAMPLE_RATE:,.0f} s "
+                        f"(at most {MAX_CLIP_SECONDS:,} s per clip; split the recording, "
+                        "or run `serenesense detect` on it)",
+                    )
+                )
+                continue
             try:
                 shard, offset, frames = writer.write_clip(
-                    _decode_blocks(record.path), expected=_expected_frames(record.path)
+                    _decode_blocks(record.path, clip_notes), expected=expected
                 )
             except AudioFileError as error:
                 skipped.append((str(record.path), error.problem))
                 continue
+            notes.extend(clip_notes)
             decoded += 1
             if frames < max(min_frames, 1):
                 writer.rollback(offset)
@@ -396,6 +434,7 @@ def _prepare_locked(
         removed=removed,
         splits=split_info,
         seconds=time.monotonic() - started,
+        notes=tuple(notes),
     )
 
 

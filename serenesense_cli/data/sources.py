@@ -187,20 +187,29 @@ def _default_name(path: Path) -> str:
 
 
 def _grouper(pattern: str | None):
-    """A function relpath -> group: the regex's first capture group (or whole match)
-    when ``pattern`` matches, else the path without its suffix (one clip, one group)."""
+    """A function relpath -> group: the regex's first capture group when
+    ``pattern`` matches, else the path without its suffix (one clip, one group).
+
+    A pattern without a capture group is refused: grouping by the whole match
+    silently puts files of different recordings together (or keeps each apart)."""
     regex = None
     if pattern:
         try:
             regex = re.compile(pattern)
         except re.error as error:
             raise DataSetError(f"invalid --group-pattern {pattern!r}: {error}") from error
+        if regex.groups < 1:
+            raise DataSetError(
+                f"--group-pattern {pattern!r} has no capture group: nothing in it names "
+                "the recording",
+                hint="put the part that names the recording in parentheses, e.g. '^(rec\\d+)_'",
+            )
 
     def group_of(relpath: str) -> str:
         if regex is not None:
             match = regex.search(relpath)
-            if match:
-                return match.group(1) if match.groups() else match.group(0)
+            if match and match.group(1) is not None:
+                return match.group(1)
         return Path(relpath).with_suffix("").as_posix()
 
     return group_of

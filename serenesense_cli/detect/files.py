@@ -49,6 +49,8 @@ class FileFinished:
     scoring_seconds: float
     error: str | None = None
     hint: str | None = None
+    notes: tuple[str, ...] = ()
+    """Warnings about how the file was read (e.g. channels that cancelled in the mix)."""
 
     @property
     def ok(self) -> bool:
@@ -103,12 +105,16 @@ def detect_files(
     for index, path in enumerate(files):
         report(on_progress, "files", index, total, note=path.name)
         detector = Detector(backend, config, source=str(path), rules=rules)
+        notes: list[str] = []
         try:
             info = probe_audio(path)
             yield FileStarted(path=path, index=index, total=total, duration=info.duration)
             done = 0.0
             for block in stream_audio(
-                path, sample_rate=detector.sample_rate, block_seconds=block_seconds
+                path,
+                sample_rate=detector.sample_rate,
+                block_seconds=block_seconds,
+                on_note=notes.append,
             ):
                 yield from detector.push(block)
                 done += block.shape[0] / detector.sample_rate
@@ -121,7 +127,7 @@ def detect_files(
                 yield from detector.finish()
             yield _finished(path, index, total, detector, error=message, hint=hint)
             continue
-        yield _finished(path, index, total, detector)
+        yield _finished(path, index, total, detector, notes=tuple(notes))
     report(on_progress, "files", total, total)
 
 
@@ -133,6 +139,7 @@ def _finished(
     *,
     error: str | None = None,
     hint: str | None = None,
+    notes: tuple[str, ...] = (),
 ) -> FileFinished:
     return FileFinished(
         path=path,
@@ -144,4 +151,5 @@ def _finished(
         scoring_seconds=detector.scoring_seconds,
         error=error,
         hint=hint,
+        notes=notes,
     )

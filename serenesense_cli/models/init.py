@@ -220,18 +220,30 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     return tensors, (json.loads(raw) if raw else None)
 
 
+def _torch_load_problem(error: Exception) -> str:
+    """What is wrong with a file ``torch.load`` refused, in our words: torch's
+    message goes on to suggest ``weights_only=False``, which would run code
+    from the file, so it is never shown."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        return "it holds Python objects besides tensors; they are not unpickled, for safety"
+    if "zip archive" in text or "central directory" in text:
+        return "not a complete PyTorch checkpoint: truncated or damaged"
+    return f"not a PyTorch checkpoint ({type(error).__name__})"
+
+
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     """``torch.load(weights_only=True)``; the official checkpoints also hold their
     training ``argparse.Namespace``, a plain attribute bag that is allowed."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except Exception as error:  # torch's own text advises weights_only=False: unsafe
         raise ModelError(
             f"{path}: cannot be read with torch.load(weights_only=True) "
-            f"({str(error).splitlines()[0][:200]})",
+            f"({_torch_load_problem(error)})",
             hint="save just the state dict (e.g. as .safetensors) and pass that file",
-        ) from error
+        ) from None
     if isinstance(loaded, dict):
         for key in _STATE_KEYS:
             if isinstance(loaded.get(key), dict):

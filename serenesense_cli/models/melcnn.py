@@ -2,10 +2,10 @@
 
 In the style of PANNs CNN6/CNN10 (Kong et al. 2020), sized for a 2-core CPU:
 
-* log-mel front end (64 bands, 20 ms hop, no per-clip normalisation, so the
-  level of a sound is kept: a distant engine and a close gunshot differ in
-  energy as much as in shape), then batch-norm per mel band on the input
-  (PANNs' ``bn0``), which learns the data set's per-band statistics;
+* log-mel front end (64 bands, 20 ms hop) with the window's mean level
+  removed, so a recording's gain does not change the input (docs/training.md
+  measures why), then batch-norm per mel band on the input (PANNs' ``bn0``),
+  which learns the data set's per-band statistics;
 * a cheap full-resolution stem (one 3x3 conv, 2x2 average pool), then
   ``len(channels)`` blocks of two 3x3 conv + BN + ReLU and a 2x2 average pool;
 * mean over frequency, then mean + max over time, so any window length works
@@ -51,6 +51,8 @@ def scaled_channels(channels: Sequence[int], width: float) -> list[int]:
     """Channel counts times ``width``, rounded to multiples of 8 (at least 8)."""
     if not width > 0:
         raise ModelError(f"melcnn width must be positive, got {width!r}")
+    if not all(isinstance(c, int) and c > 0 for c in channels):
+        raise ModelError(f"melcnn channels must be positive integers, got {list(channels)!r}")
     return [max(8, round(c * width / 8) * 8) for c in channels]
 
 

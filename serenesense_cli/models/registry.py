@@ -9,6 +9,7 @@ can be rebuilt from metadata alone (``create_model(name, **args)``).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -140,8 +141,17 @@ def create_model(name: str, *, num_classes: int, **args: Any) -> AudioClassifier
     spec = get_model_spec(name)
     try:
         model = spec.factory(num_classes=num_classes, **args)
-    except TypeError as error:
-        raise ModelError(f"bad arguments for model {name!r}: {error}") from error
+    except (TypeError, ValueError, RuntimeError) as error:
+        # torch refuses impossible sizes (negative channels, dropout 5) with
+        # ValueError/RuntimeError while the layers are built: the arguments' fault.
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", first_line)
+        if unknown:
+            raise ModelError(
+                f"bad arguments for model {name!r}: it has no argument {unknown.group(1)!r}",
+                hint="docs/training.md describes each model's [model_args]",
+            ) from error
+        raise ModelError(f"bad arguments for model {name!r}: {first_line}") from error
     model.model_name = name
     model.model_args = {"num_classes": int(num_classes), **args}
     return model

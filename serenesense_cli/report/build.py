@@ -19,7 +19,11 @@ from typing import Any
 
 from serenesense_cli import __version__
 from serenesense_cli.errors import BadInputError
-from serenesense_cli.fileio import write_json_atomic, write_text_atomic
+from serenesense_cli.fileio import (
+    refuse_input_as_output,
+    write_json_atomic,
+    write_text_atomic,
+)
 from serenesense_cli.progress import ProgressCallback, report
 from serenesense_cli.report import figures
 from serenesense_cli.report.collect import RunInfo, load_run
@@ -184,6 +188,10 @@ class ReportResult:
     json: Path
     figures: list[Path] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    replaced: bool = False
+    """``out`` held a report already: it was replaced (documented behaviour)."""
+    problems: list[str] = field(default_factory=list)
+    """Files of the runs that could not be read, ``RUN: FILE: why`` (noted in the report)."""
 
 
 def build_report(
@@ -199,6 +207,8 @@ def build_report(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"{out}: exists and is not a folder")
+    refuse_input_as_output(out, runs)  # a report inside a run folder would mix with its files
+    replaced = (out / REPORT_MD).exists() or (out / REPORT_HTML).exists()
     infos = [load_run(path) for path in runs]
     fig_dir = out / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +249,14 @@ def build_report(
     }
     summary = write_json_atomic(out / REPORT_JSON, payload)
     return ReportResult(
-        out_dir=out, markdown=markdown, html=page, json=summary, figures=written, rows=rows
+        out_dir=out,
+        markdown=markdown,
+        html=page,
+        json=summary,
+        figures=written,
+        rows=rows,
+        replaced=replaced,
+        problems=[f"{run.path}: {problem}" for run in infos for problem in run.problems],
     )
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from serenesense_cli.errors import BadInputError
+from serenesense_cli.report import schema
+from serenesense_cli.report.schema import confusion_problem, shape_problem
 
 _BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 _FRONTEND_PREFIX = "frontend."
@@ -113,6 +115,17 @@ def read_csv_numbers(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _blank_text_cells(rows: list[dict[str, Any]]) -> int:
+    """Set every history cell that is not a number to ``None``; how many were."""
+    count = 0
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, str):
+                row[key] = None
+                count += 1
+    return count
+
+
 def _number(value: str | None) -> Any:
     if value is None or value.strip() == "":
         return None
@@ -125,7 +138,9 @@ def _number(value: str | None) -> Any:
     return int(number) if number.is_integer() and "." not in value and "e" not in value else number
 
 
-def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+def _read_json(path: Path, problems: list[str], shape: Any = None) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` (with a problem noted) when it is
+    missing, unreadable or not of the ``shape`` the report reads."""
     if not path.is_file():
         return None
     try:
@@ -136,6 +151,13 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         problems.append(f"{path.name}: not a JSON object")
         return None
+    if shape is not None:
+        problem = shape_problem(value, shape)
+        if problem is None and shape is schema.METRICS:
+            problem = confusion_problem(value.get("confusion_matrix"))
+        if problem:
+            problems.append(f"{path.name}: left out, {problem}")
+            return None
     return value
 
 
@@ -194,6 +216,9 @@ def load_run(path: str | Path) -> RunInfo:
             run.history = read_csv_numbers(history)
         except (OSError, csv.Error, UnicodeDecodeError) as error:
             problems.append(f"history.csv: unreadable ({error})")
+        text_cells = _blank_text_cells(run.history)
+        if text_cells:
+            problems.append(f"history.csv: {text_cells} cell(s) that are not numbers left out")
     best = path / "weights" / "best.safetensors"
     if best.is_file():
         run.weights_bytes = best.stat().st_size
@@ -202,9 +227,11 @@ def load_run(path: str | Path) -> RunInfo:
         except Exception as error:
             problems.append(f"weights/best.safetensors: unreadable header ({error})")
             header_meta = None
-        run.best_meta = _read_json(best.with_suffix(".json"), problems) or header_meta
-    run.metrics = _read_json(path / "metrics.json", problems)
-    run.bench = _read_json(path / "bench.json", problems)
+        run.best_meta = _read_json(best.with_suffix(".json"), problems, schema.WEIGHTS_META)
+        if run.best_meta is None and shape_problem(header_meta, schema.WEIGHTS_META) is None:
+            run.best_meta = header_meta
+    run.metrics = _read_json(path / "metrics.json", problems, schema.METRICS)
+    run.bench = _read_json(path / "bench.json", problems, schema.BENCH)
     for onnx in sorted((path / "export").glob("*.onnx")) if (path / "export").is_dir() else []:
         size = onnx.stat().st_size
         external = onnx.with_name(onnx.name + ".data")
@@ -215,8 +242,10 @@ def load_run(path: str | Path) -> RunInfo:
             ExportInfo(
                 path=onnx,
                 size_bytes=size,
-                bench=_read_json(onnx.with_name(f"{stem}.bench.json"), problems),
-                metrics=_read_json(onnx.with_name(f"{stem}.metrics.json"), problems),
+                bench=_read_json(onnx.with_name(f"{stem}.bench.json"), problems, schema.BENCH),
+                metrics=_read_json(
+                    onnx.with_name(f"{stem}.metrics.json"), problems, schema.METRICS
+                ),
             )
         )
     run.reconstructions = latest_reconstructions(path / "figures")

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from serenesense_cli.config import load_toml, merge_config, to_toml
 from serenesense_cli.errors import ConfigError
+from serenesense_cli.limits import TRAINING, Bound
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "warmup_cosine_restarts", "warmup_cosine", "constant")
@@ -50,6 +51,21 @@ def _shared_checks(config: Any, *names: str) -> list[_Check]:
 def _one_of(value: Any, name: str, options: tuple[str, ...]) -> _Check:
     """A rule that ``value`` is one of ``options``."""
     return value in options, f"{name} must be one of {', '.join(options)}"
+
+
+def _range_checks(config: Any) -> list[_Check]:
+    """Every setting of ``config`` that :data:`~serenesense_cli.limits.TRAINING`
+    bounds, against its range (config-file values get the flags' ranges)."""
+    checks: list[_Check] = []
+    for name, bound in TRAINING.items():
+        if hasattr(config, name):
+            value = getattr(config, name)
+            checks.append((bound.contains(value), bound.problem(name, value) or ""))
+    betas_ok = all(Bound(0.0, 1.0, high_open=True).contains(b) for b in config.betas)
+    checks.append((betas_ok, "betas must each be within [0, 1)"))
+    if "num_classes" in config.model_args:
+        checks.append((False, "[model_args] must not set num_classes: the data set's classes do"))
+    return checks
 
 
 def _raise_first_failure(checks: list[_Check], what: str) -> None:
@@ -132,7 +148,7 @@ class TrainConfig:
             _one_of(self.val_windows, "val_windows", VAL_WINDOWS),
             _one_of(self.recipe, "recipe", RECIPE_NAMES),
         ]
-        _raise_first_failure(checks, "training")
+        _raise_first_failure([*checks, *_range_checks(self)], "training")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -362,7 +378,7 @@ class PretrainConfig:
             (1 <= self.figure_clips <= 8, "figure_clips must be within 1..8"),
             *_shared_checks(self, "precision", "device", "workers", "betas"),
         ]
-        _raise_first_failure(checks, "pretraining")
+        _raise_first_failure([*checks, *_range_checks(self)], "pretraining")
         return self
 
     def to_dict(self) -> dict[str, Any]:
