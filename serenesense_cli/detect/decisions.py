@@ -102,6 +102,13 @@ def parse_thresholds(
                 continue
             name, sep, value = part.partition("=")
             items.append((name.strip(), value.strip()) if sep else (None, part))
+    bare = [raw for name, raw in items if name is None]
+    if len(bare) > 1:
+        raise BadInputError(
+            f"{option}: {len(bare)} values for every class ({', '.join(map(str, bare))}); "
+            "give one, or name the classes",
+            hint=f"e.g. {option} 0.6,helicopter=0.8",
+        )
     index = {name: i for i, name in enumerate(classes)}
     for name, raw in sorted(items, key=lambda item: item[0] is not None):  # bare number first
         try:
