@@ -96,6 +96,7 @@ TRAINING: dict[str, Bound] = {
     "mix_prob": FRACTION,
     "label_smoothing": Bound(0.0, 1.0, high_open=True),
     "mix_back": FRACTION,
+    "ema_decay": Bound(0.0, 1.0, high_open=True),
     "patience": closed(0, 100_000),
     "seed": SEED,
     "workers": closed(0, 64),

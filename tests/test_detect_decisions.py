@@ -62,7 +62,9 @@ def test_parse_thresholds(spec, expected):
     assert parse_thresholds(spec, CLASSES, default=(0.5, 0.5)) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("spec", ["tank=0.5", "heli=high", "1.5", "0", "heli=-0.1", "nan", "0.5,0.3"])
+@pytest.mark.parametrize(
+    "spec", ["tank=0.5", "heli=high", "1.5", "0", "heli=-0.1", "nan", "0.5,0.3"]
+)
 def test_bad_thresholds_are_usage_errors(spec):
     with pytest.raises(BadInputError) as info:
         parse_thresholds(spec, CLASSES, default=(0.5, 0.5))

@@ -50,6 +50,18 @@ def test_auto_mode_follows_the_model():
     assert resolve_mode("dynamic", "cnn") == "dynamic"
 
 
+def test_export_records_the_registry_int8_mode_and_auto_reads_it(fp32):
+    from serenesense_cli.export import graph
+    from serenesense_cli.export.quantize import resolve_mode
+
+    for name, mode in (("cnn", "static"), ("audiomae", "dynamic")):
+        meta = graph.read_metadata(graph.load_model(fp32[name]))
+        assert meta["export"]["int8_mode"] == mode
+    # the declared mode wins over the name; a name the registry lacks is static
+    assert resolve_mode("auto", "cnn", "dynamic") == "dynamic"
+    assert resolve_mode("auto", "not-a-model") == "static"
+
+
 def test_dynamic_audiomae_keeps_front_end_float_and_runs(fp32):
     from serenesense_cli.export import graph
     from serenesense_cli.export.quantize import quantize_onnx

@@ -131,6 +131,38 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tone_prepared, tmp_pa
     assert [r["epoch"] for r in read_history(resumed.run_dir)] == [1, 2, 3]
 
 
+def test_weight_average_is_the_ema_and_is_what_best_holds(tone_prepared, tmp_path):
+    from torch import nn
+
+    from serenesense_cli.train.averaging import WeightAverage
+
+    layer = nn.Linear(2, 1, bias=False)
+    nn.init.zeros_(layer.weight)
+    average = WeightAverage(layer, 0.5)
+    average.update(layer)  # the first update copies: 0
+    with torch.no_grad():
+        layer.weight.fill_(4.0)
+    average.update(layer)  # 0.5 * 0 + 0.5 * 4
+    with average.swapped_into(layer):
+        assert torch.allclose(layer.weight, torch.full((1, 2), 2.0))
+    assert torch.allclose(layer.weight, torch.full((1, 2), 4.0))  # raw weights back
+
+    overrides = {**QUICK, "ema_decay": 0.9, "select_metric": "loss"}
+    run = train(data=tone_prepared, model="cnn", runs_dir=tmp_path, name="ema", overrides=overrides)
+    best, last = _weights(run.run_dir, "best"), _weights(run.run_dir, "last")
+    assert any(not torch.equal(best[k], last[k]) for k in best), "best holds the average"
+    cut = train(
+        data=tone_prepared,
+        model="cnn",
+        runs_dir=tmp_path,
+        name="ema_cut",
+        overrides={**overrides, "max_steps": 4},
+    )
+    resumed = train(data=None, resume=cut.run_dir, overrides={"max_steps": 0})
+    for which in ("last", "best"):
+        _assert_same_weights(_weights(run.run_dir, which), _weights(resumed.run_dir, which))
+
+
 def test_audiomae_tiny_with_mixup_resumes_exactly(tone_prepared, tmp_path):
     overrides = {"epochs": 2, "batch_size": 4, "warmup_steps": 2}
     config_file = tmp_path / "vit.toml"

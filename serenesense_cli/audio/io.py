@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -301,36 +302,36 @@ def stream_audio(
         raise AudioFileError(
             path, f"offset {offset:.3f} s is past the end of the file ({info.duration:.3f} s)"
         )
-    return _stream_blocks(path, orig, sample_rate, block_seconds, first, last, on_note)
+    segment = _Segment(path, orig, sample_rate, block_seconds, first, last)
+    return _stream_blocks(segment, on_note)
+
+
+class _Segment(NamedTuple):
+    """Frames ``first..last`` of ``path`` (at its rate ``orig``), wanted at
+    ``sample_rate`` in blocks of ``block_seconds``."""
+
+    path: Path
+    orig: int
+    sample_rate: int
+    block_seconds: float
+    first: int
+    last: int
 
 
 def _stream_blocks(
-    path: Path,
-    orig: int,
-    sample_rate: int,
-    block_seconds: float,
-    first: int,
-    last: int,
-    on_note: Callable[[str], None] | None,
+    segment: _Segment, on_note: Callable[[str], None] | None
 ) -> Iterator[np.ndarray]:
     """The generator behind :func:`stream_audio`; opens the file on first ``next()``."""
     mix_check = MixCheck() if on_note is not None else None
-    yield from _decoded_blocks(path, orig, sample_rate, block_seconds, first, last, mix_check)
+    yield from _decoded_blocks(segment, mix_check)
     if on_note is not None and mix_check is not None:
-        note = mix_check.note(path)
+        note = mix_check.note(segment.path)
         if note:
             on_note(note)
 
 
-def _decoded_blocks(
-    path: Path,
-    orig: int,
-    sample_rate: int,
-    block_seconds: float,
-    first: int,
-    last: int,
-    mix_check: MixCheck | None,
-) -> Iterator[np.ndarray]:
+def _decoded_blocks(segment: _Segment, mix_check: MixCheck | None) -> Iterator[np.ndarray]:
+    path, orig, sample_rate, block_seconds, first, last = segment
     try:
         handle = sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError) as error:

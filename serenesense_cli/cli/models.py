@@ -29,7 +29,7 @@ def models_command(
     rows = []
     for name in list_models():
         spec = get_model_spec(name)
-        variants = {"audiomae": ["tiny", "small", "base"]}.get(name, [None])
+        variants: list[str | None] = list(spec.sizes) or [None]
         for size in variants:
             model = create_model(name, num_classes=num_classes, **({"size": size} if size else {}))
             rows.append(

@@ -171,10 +171,13 @@ def pretrain_command(
     if resume is None:
         if model is None:
             raise BadInputError("no model given", hint="serenesense pretrain audiomae --data DIR")
-        if model != "audiomae":
+        from serenesense_cli.models import get_model_spec, list_models
+
+        pretrainable = [m for m in list_models() if get_model_spec(m).pretrainable]
+        if model not in pretrainable:
             raise BadInputError(
-                f"only the audiomae encoder can be pretrained, not {model!r}",
-                hint="serenesense pretrain audiomae --data DIR",
+                f"only the {' or '.join(pretrainable)} encoder can be pretrained, not {model!r}",
+                hint=f"serenesense pretrain {pretrainable[0]} --data DIR",
             )
         if not data:
             raise BadInputError(
@@ -209,8 +212,9 @@ def pretrain_command(
 
     resolved = None
     if resume is None:
+        assert model is not None
         resolved = resolve_pretrain_config(
-            "audiomae", config_file=config, overrides=overrides, model_args=model_args
+            model, config_file=config, overrides=overrides, model_args=model_args
         )
     elif config is not None or model_args:
         raise BadInputError(

@@ -139,6 +139,15 @@ def train_command(
             callback=within(TRAINING["mix_back"]),
         ),
     ] = None,
+    ema_decay: Annotated[
+        float | None,
+        opt(
+            "Validate and keep as best an exponential moving average of the weights "
+            "with this decay per step, e.g. 0.995 (0 = off).",
+            "--ema-decay",
+            callback=within(TRAINING["ema_decay"]),
+        ),
+    ] = None,
     crop: Annotated[
         str | None,
         opt("Training crops of long clips: energy (where the sound is) or random.", "--crop"),
@@ -215,6 +224,7 @@ def train_command(
         balanced=balanced,
         wave_augment=wave_augment,
         mix_back=mix_back,
+        ema_decay=ema_decay,
         crop=crop,
         val_windows=val_windows,
         select_metric=select_metric,
@@ -242,8 +252,12 @@ def train_command(
         from serenesense_cli.train.engine import ensure_model_known
 
         ensure_model_known(model)
-        if size is not None and model != "audiomae":
-            raise BadInputError(f"--size applies to audiomae only, not {model!r}")
+        if size is not None:
+            from serenesense_cli.models import get_model_spec, list_models
+
+            sized = [m for m in list_models() if get_model_spec(m).sizes]
+            if not get_model_spec(model).sizes:
+                raise BadInputError(f"--size applies to {', '.join(sized)} only, not {model!r}")
         resolved = resolve_train_config(
             model,
             config_file=config,

@@ -247,6 +247,7 @@ def export_onnx(
     from serenesense_cli.export.lstm import replace_lstms
     from serenesense_cli.fileio import atomic_path
     from serenesense_cli.inference.backends import open_onnx
+    from serenesense_cli.models import get_model_spec
     from serenesense_cli.models.artifact import load_model
 
     total = 5
@@ -293,6 +294,7 @@ def export_onnx(
         "data": train_data,
         "frontend_nodes": len(frontend),
         "quantization": None,
+        "int8_mode": get_model_spec(name).quantization,  # what `quantize --mode auto` picks
     }
     graph.set_metadata(proto, meta)
     proto.doc_string = (

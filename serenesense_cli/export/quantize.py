@@ -44,7 +44,6 @@ MODES = ("auto", "dynamic", "static")
 DYNAMIC_OPS = ("MatMul", "Gemm")
 STATIC_OPS = ("Conv", "Gemm", "MatMul")
 AGREEMENT_CLIPS = 64
-DYNAMIC_MODELS = frozenset({"audiomae"})
 
 
 class QuantizationError(SereneSenseError):
@@ -118,13 +117,22 @@ def default_int8_path(onnx_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.int8.onnx")
 
 
-def resolve_mode(mode: str, model_name: str) -> str:
-    """``auto`` -> dynamic for the transformer, static for convolutional models."""
+def resolve_mode(mode: str, model_name: str, declared: str | None = None) -> str:
+    """``auto`` -> the mode the model's registration declares (dynamic for the
+    transformer, static for convolutional models).
+
+    ``declared`` is the ``int8_mode`` the export wrote into the ONNX metadata;
+    files exported before it was written are looked up in the registry.
+    """
     if mode not in MODES:
         raise BadInputError(f"unknown quantization mode {mode!r}; choose from {', '.join(MODES)}")
     if mode != "auto":
         return mode
-    return "dynamic" if model_name in DYNAMIC_MODELS else "static"
+    if declared in ("static", "dynamic"):
+        return declared
+    from serenesense_cli.models import get_model_spec, list_models
+
+    return get_model_spec(model_name).quantization if model_name in list_models() else "static"
 
 
 class _WindowReader:
@@ -286,7 +294,7 @@ def quantize_onnx(
     if (meta.get("export") or {}).get("quantization"):
         raise BadInputError(f"{source}: this model is already quantized")
     model_name = str((meta.get("model") or {}).get("name", ""))
-    chosen = resolve_mode(mode, model_name)
+    chosen = resolve_mode(mode, model_name, (meta.get("export") or {}).get("int8_mode"))
     excluded = graph.require_frontend_nodes(fp32_proto, source)
     fp32_frontend = {n.name: n.op_type for n in fp32_proto.graph.node if n.name in set(excluded)}
     edges = graph.edge_layers(fp32_proto, STATIC_OPS, excluded) if chosen == "static" else []

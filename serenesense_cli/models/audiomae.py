@@ -19,6 +19,7 @@ from serenesense_cli.audio.features import LogMel
 from serenesense_cli.errors import ModelError
 from serenesense_cli.models.blocks import spec_augment
 from serenesense_cli.models.registry import AudioClassifier, register_model
+from serenesense_cli.recipes import reference_and_default
 
 VIT_SIZES: dict[str, dict[str, int]] = {
     "tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3},
@@ -178,6 +179,10 @@ class AudioMAEClassifier(AudioClassifier):
     description="ViT on log-mel (base = ViT-B/16)",
     default_clip_seconds=10.0,
     frontend="logmel",
+    recipes=reference_and_default("audiomae"),
+    sizes=tuple(VIT_SIZES),
+    pretrainable=True,
+    quantization="dynamic",  # why: docs/deployment.md, "Quantization modes"
 )
 def audiomae(*, num_classes: int, **args: Any) -> AudioMAEClassifier:
     """The AudioMAE-style ViT classifier."""

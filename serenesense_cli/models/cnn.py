@@ -14,6 +14,7 @@ import torch
 from serenesense_cli.audio.features import MFCCStack
 from serenesense_cli.models.blocks import conv_stack, mlp_head, spec_augment
 from serenesense_cli.models.registry import AudioClassifier, register_model
+from serenesense_cli.recipes import CNN_RECIPE, reference_and_default
 
 
 class CNNMFCC(AudioClassifier):
@@ -55,6 +56,7 @@ class CNNMFCC(AudioClassifier):
     description="reference CNN-MFCC",
     default_clip_seconds=3.0,
     frontend="mfcc",
+    recipes=reference_and_default("cnn", CNN_RECIPE),
 )
 def cnn(*, num_classes: int, **args: object) -> CNNMFCC:
     """The reference CNN-MFCC."""

@@ -16,6 +16,7 @@ from torch import nn
 from serenesense_cli.audio.features import MFCCStack
 from serenesense_cli.models.blocks import conv_stack, mlp_head, spec_augment
 from serenesense_cli.models.registry import AudioClassifier, register_model
+from serenesense_cli.recipes import reference_and_default
 
 
 class CRNNMFCC(AudioClassifier):
@@ -70,6 +71,7 @@ class CRNNMFCC(AudioClassifier):
     description="reference CRNN-MFCC (2 BiLSTM)",
     default_clip_seconds=4.0,
     frontend="mfcc",
+    recipes=reference_and_default("crnn"),
 )
 def crnn(*, num_classes: int, **args: object) -> CRNNMFCC:
     """The reference CRNN-MFCC."""

@@ -27,6 +27,7 @@ from serenesense_cli.audio.features import LogMel
 from serenesense_cli.errors import ModelError
 from serenesense_cli.models.blocks import spec_augment
 from serenesense_cli.models.registry import AudioClassifier, register_model
+from serenesense_cli.recipes import MODERN_RECIPE
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -136,6 +137,7 @@ class MelCNN(AudioClassifier):
     default_clip_seconds=3.0,
     frontend="logmel",
     recommended=True,
+    recipes={"default": MODERN_RECIPE},
 )
 def melcnn(*, num_classes: int, **args: object) -> MelCNN:
     """serenesense's log-mel CNN; ``width`` scales it."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -83,6 +83,15 @@ class ModelSpec:
     frontend: str
     recommended: bool = False
     """The one model the docs, the demo and ``serenesense models`` recommend."""
+    recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Training recipes by name (``default``, and ``reference`` for the reference
+    system's models): TrainConfig fields, see ``serenesense_cli/recipes.py``."""
+    sizes: tuple[str, ...] = ()
+    """Named size variants (``--size``, ``[model_args] size``); empty: none."""
+    pretrainable: bool = False
+    """Its encoder can be pretrained as a masked autoencoder and loaded with ``--init``."""
+    quantization: str = "static"
+    """INT8 mode ``quantize --mode auto`` picks: ``static`` (calibrated) or ``dynamic``."""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -95,16 +104,34 @@ def register_model(
     default_clip_seconds: float,
     frontend: str,
     recommended: bool = False,
+    recipes: Mapping[str, Mapping[str, Any]],
+    sizes: tuple[str, ...] = (),
+    pretrainable: bool = False,
+    quantization: str = "static",
 ) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: make ``factory(num_classes=..., **args)`` available by ``name``."""
+    """Decorator: make ``factory(num_classes=..., **args)`` available by ``name``,
+    with every fact the commands need about it (:class:`ModelSpec`)."""
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         if recommended and any(spec.recommended for spec in _REGISTRY.values()):
             raise ValueError(f"model {name!r}: another model is already the recommended one")
+        if "default" not in recipes:
+            raise ValueError(f"model {name!r} needs a default recipe")
+        if quantization not in ("static", "dynamic"):
+            raise ValueError(f"model {name!r}: quantization must be static or dynamic")
         _REGISTRY[name] = ModelSpec(
-            name, factory, description, default_clip_seconds, frontend, recommended
+            name,
+            factory,
+            description,
+            default_clip_seconds,
+            frontend,
+            recommended,
+            recipes=dict(recipes),
+            sizes=tuple(sizes),
+            pretrainable=pretrainable,
+            quantization=quantization,
         )
         return factory
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from serenesense_cli.config import load_toml, merge_config, to_toml
 from serenesense_cli.errors import ConfigError
 from serenesense_cli.limits import TRAINING, Bound
+from serenesense_cli.recipes import REFERENCE_RECIPES  # noqa: F401  (the SPEC's table)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "warmup_cosine_restarts", "warmup_cosine", "constant")
@@ -51,6 +52,13 @@ def _shared_checks(config: Any, *names: str) -> list[_Check]:
 def _one_of(value: Any, name: str, options: tuple[str, ...]) -> _Check:
     """A rule that ``value`` is one of ``options``."""
     return value in options, f"{name} must be one of {', '.join(options)}"
+
+
+def _pretrainable(model: str) -> bool:
+    """Whether the registry says ``model``'s encoder can be pretrained."""
+    from serenesense_cli.models import get_model_spec, list_models
+
+    return model in list_models() and get_model_spec(model).pretrainable
 
 
 def _range_checks(config: Any) -> list[_Check]:
@@ -126,6 +134,8 @@ class TrainConfig:
     balanced: bool = False
     wave_augment: bool = False
     mix_back: float = 0.0
+    ema_decay: float = 0.0
+    """Validate and keep as ``best`` an EMA of the weights with this decay per step (0 = off)."""
     recipe: str = "default"
 
     def validate(self) -> TrainConfig:
@@ -160,104 +170,33 @@ class TrainConfig:
         return to_toml(self.to_dict())
 
 
-REFERENCE_RECIPES: dict[str, dict[str, Any]] = {
-    # CNN-MFCC: Adam 1e-3, class-weighted CE, ReduceLROnPlateau(0.5, 10), SpecAugment.
-    "cnn": {"epochs": 150, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
-    # CRNN-MFCC: same recipe, batch 24, 100 epochs.
-    "crnn": {"epochs": 100, "batch_size": 24, "optimizer": "adam", "lr": 1e-3},
-    # AudioMAE (ViT-B/16): AdamW, warm-up + cosine warm restarts, mixup/CutMix.
-    "audiomae": {
-        "epochs": 100,
-        "batch_size": 16,
-        "optimizer": "adamw",
-        "lr": 1e-4,
-        "weight_decay": 0.05,
-        "betas": (0.9, 0.95),
-        "eps": 1e-8,
-        "scheduler": "warmup_cosine_restarts",
-        "warmup_steps": 1000,
-        "restart_epochs": 10,
-        "restart_mult": 2,
-        "min_lr": 1e-6,
-        "grad_clip": 1.0,
-        "mixup_alpha": 0.8,
-        "cutmix_alpha": 1.0,
-        "mix_prob": 0.5,
-        "label_smoothing": 0.1,
-        "class_weighted": False,
-    },
-}
-"""The reference system's hyper-parameters per model (SPEC.md), with its data
-pipeline: uniform random training crops, validation on the centred window.
-Anything unset uses TrainConfig's defaults."""
-
-_REFERENCE_PIPELINE = {"crop": "random", "val_windows": "center"}
-
-_MODERN_RECIPE: dict[str, Any] = {
-    "epochs": 60,
-    "batch_size": 32,
-    "optimizer": "adamw",
-    "lr": 2e-3,
-    "weight_decay": 0.01,
-    "scheduler": "warmup_cosine",
-    "warmup_steps": 60,
-    "min_lr": 1e-5,
-    "grad_clip": 5.0,
-    "label_smoothing": 0.1,
-    "class_weighted": False,
-    "balanced": True,
-    "select_metric": "loss",
-}
-"""The recipe of serenesense's own CNN (docs/training.md has the measurements):
-AdamW, linear warm-up then one cosine decay (which follows the time budget
-under ``--time-limit``), label smoothing, class-balanced sampling, SpecAugment
-(in the model), energy crops; the best checkpoint by validation loss, which is
-far less noisy than macro-F1 on a small validation set. Mixup is available
-(``--mix-prob``) but did not help in the measured runs."""
-
-_CNN_RECIPE: dict[str, Any] = {
-    **REFERENCE_RECIPES["cnn"],
-    **{k: v for k, v in _MODERN_RECIPE.items() if k not in ("epochs", "min_lr")},
-    "model_args": {"mfcc_zscore": "dataset"},
-}
-"""The reference CNN, unchanged in architecture and size, with each MFCC
-coefficient z-scored with the training set's statistics instead of per clip
-(which erased the spectral envelope; docs/training.md measures +10 points of
-macro-F1) and melcnn's optimiser, schedule and sampling."""
-
-DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
-    # The reference models keep their hyper-parameters; the data pipeline
-    # (energy crops, all-window validation) is what changed by default.
-    "cnn": _CNN_RECIPE,
-    "crnn": dict(REFERENCE_RECIPES["crnn"]),
-    "audiomae": dict(REFERENCE_RECIPES["audiomae"]),
-    "melcnn": _MODERN_RECIPE,
-}
-"""``--recipe default`` per model: measured improvements over the reference."""
-
-RECIPES = DEFAULT_RECIPES  # kept for callers that read the default recipes
-
-
 def recipe(model: str, name: str = "default") -> TrainConfig:
-    """The named recipe of ``model`` (TrainConfig defaults for unknown models).
+    """The named recipe of ``model``, from its registration (``serenesense_cli/recipes.py``).
 
     ``reference`` is the reference system's recipe and data pipeline exactly;
     a model the reference system did not have has no reference recipe.
     """
     if name not in RECIPE_NAMES:
         raise ConfigError(f"unknown recipe {name!r}", hint=f"use one of: {', '.join(RECIPE_NAMES)}")
-    if name == "reference":
-        if model not in REFERENCE_RECIPES:
-            raise ConfigError(
-                f"model {model!r} has no reference recipe (the reference system had "
-                f"{', '.join(REFERENCE_RECIPES)})",
-                hint="use --recipe default",
-            )
-        values = {**REFERENCE_RECIPES[model], **_REFERENCE_PIPELINE}
-    else:
-        values = DEFAULT_RECIPES.get(model, {})
-    values = {**values, "model_args": dict(values.get("model_args", {}))}  # callers may edit it
+    from serenesense_cli.models import get_model_spec
+
+    recipes = get_model_spec(model).recipes
+    if name not in recipes:
+        raise ConfigError(
+            f"model {model!r} has no {name} recipe (the reference system had "
+            f"{', '.join(list_models_with_recipe(name))})",
+            hint="use --recipe default",
+        )
+    values = dict(recipes[name])
+    values["model_args"] = dict(values.get("model_args", {}))  # callers may edit it
     return dataclasses.replace(TrainConfig(model=model), **values, recipe=name)
+
+
+def list_models_with_recipe(name: str) -> list[str]:
+    """Registered models that have the recipe ``name``."""
+    from serenesense_cli.models import get_model_spec, list_models
+
+    return [m for m in list_models() if name in get_model_spec(m).recipes]
 
 
 def resolve_train_config(
@@ -366,7 +305,7 @@ class PretrainConfig:
     def validate(self) -> PretrainConfig:
         """Reject impossible values with a message that names the setting."""
         checks = [
-            (self.model == "audiomae", "only the audiomae encoder can be pretrained"),
+            (_pretrainable(self.model), f"the {self.model} encoder cannot be pretrained"),
             (0.0 < self.mask_ratio < 1.0, "mask_ratio must be within (0, 1)"),
             _one_of(self.mask_mode, "mask_mode", PRETRAIN_MASK_MODES),
             *_shared_checks(self, "epochs", "batch_size", "lr"),

@@ -12,6 +12,7 @@ running sums, validation, what "better" means, extra hooks).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -30,6 +31,7 @@ from serenesense_cli.fileio import write_text_atomic
 from serenesense_cli.models.artifact import save_model
 from serenesense_cli.progress import ProgressCallback, report
 from serenesense_cli.train import distributed as dist_utils
+from serenesense_cli.train.averaging import WeightAverage
 from serenesense_cli.train.checkpoint import (
     capture_rng_state,
     restore_rng_state,
@@ -162,6 +164,8 @@ class LoopState:
     sums: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped: str = "completed"
+    improved: bool = False
+    """Whether the latest validation improved on the best so far."""
 
 
 class EpochLoop:
@@ -187,6 +191,8 @@ class EpochLoop:
         self.started = started
         self.on_progress = on_progress
         self.state = LoopState(sums=task.new_sums())
+        decay = float(getattr(task.config, "ema_decay", 0.0) or 0.0)
+        self.average = WeightAverage(task.model, decay) if decay > 0 else None
 
     def resume(self, saved: dict[str, Any]) -> None:
         """Continue from a training state written by :meth:`_checkpoint`."""
@@ -199,6 +205,8 @@ class EpochLoop:
         state.best = saved.get(task.best_key)
         state.best_epoch = saved.get("best_epoch")
         task.restore(saved)
+        if self.average is not None and saved.get("ema") is not None:
+            self.average.load_state_dict(saved["ema"])
         state.sums = dict(saved.get("partial_sums") or state.sums)
         state.history = [
             r
@@ -296,6 +304,8 @@ class EpochLoop:
                 hint=f"{task.nan_hint}; the last good checkpoint is in {self.weights_dir}",
             )
         task.optimizer.step()
+        if self.average is not None:
+            self.average.update(task.model)
         task.scheduler_step()
         state.global_step += 1
         state.step_in_epoch += 1
@@ -303,6 +313,32 @@ class EpochLoop:
 
     def _end_epoch(self, *, partial: bool) -> None:
         """Validate, keep the best weights, checkpoint, write the history row."""
+        task, state = self.task, self.state
+        with self._averaged_weights():  # validation and `best` use the average (if any)
+            self._validate_and_keep_best(partial=partial)
+        if not partial:
+            task.epoch_completed(state.history[-1], state.improved)
+            state.epoch += 1
+            state.step_in_epoch = 0
+            self._checkpoint(next_epoch=state.epoch, in_epoch=0, sums={})
+            state.stopped = task.after_epoch(state.epoch, state.stopped)
+        self._write_history()
+        report(
+            self.on_progress,
+            "epochs",
+            state.epoch,
+            task.config.epochs,
+            row=state.history[-1],
+            improved=state.improved,
+        )
+
+    def _averaged_weights(self) -> contextlib.AbstractContextManager[None]:
+        if self.average is None:
+            return contextlib.nullcontext()
+        return self.average.swapped_into(self.task.model)
+
+    def _validate_and_keep_best(self, *, partial: bool) -> None:
+        """Validate the model as it is now; save it as ``best`` when it improved."""
         task, state = self.task, self.state
         row = task.evaluate(
             epoch=state.epoch, global_step=state.global_step, partial=partial, sums=state.sums
@@ -315,7 +351,7 @@ class EpochLoop:
                 hint=f"{task.nan_hint}; the last good checkpoint is in {self.weights_dir}",
             )
         score = task.score(row)
-        improved = task.improved(score, state.best)
+        improved = state.improved = task.improved(score, state.best)
         state.history.append(row)
         if improved:
             state.best, state.best_epoch = score, state.epoch + 1
@@ -331,16 +367,6 @@ class EpochLoop:
                     select_metric=task.select_metric,
                     train_config=task.config.to_dict(),
                 )
-        if not partial:
-            task.epoch_completed(row, improved)
-            state.epoch += 1
-            state.step_in_epoch = 0
-            self._checkpoint(next_epoch=state.epoch, in_epoch=0, sums={})
-            state.stopped = task.after_epoch(state.epoch, state.stopped)
-        self._write_history()
-        report(
-            self.on_progress, "epochs", state.epoch, task.config.epochs, row=row, improved=improved
-        )
 
     def _checkpoint(
         self, *, next_epoch: int, in_epoch: int, sums: dict[str, Any] | None = None
@@ -370,6 +396,7 @@ class EpochLoop:
                 **task.best_state(state.best, state.best_epoch),
                 "partial_sums": dict(state.sums if sums is None else sums),
                 **task.run_state(),
+                "ema": self.average.state_dict() if self.average is not None else None,
                 "rng": capture_rng_state(),
             },
         )

@@ -422,7 +422,9 @@ def _pretrain(
         plain = _Clips(unlabelled.train, clip_samples=clip_samples, train=False, seed=config.seed)
         mean, std = _normalization(model, plain, config.seed)
         notes.append(f"log-mel normalisation from training clips: mean {mean:.3f}, std {std:.3f}")
-        run_dir = new_run_dir(runs_dir, "pretrain", name or "audiomae") if context.is_main else None
+        run_dir = (
+            new_run_dir(runs_dir, "pretrain", name or config.model) if context.is_main else None
+        )
         run_dir = dist_utils.broadcast_object(run_dir, context)
     assert run_dir is not None
     weights_dir = run_dir / "weights"
