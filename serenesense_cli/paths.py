@@ -1,7 +1,6 @@
-"""Where things go: run folders (numbered on repeats) and the user cache.
+"""Where things go: run folders (numbered on repeats).
 
-Nothing is written outside ``runs/``, the output path the user names, or the
-platformdirs cache.
+Nothing is written outside ``runs/`` or the output paths the user names.
 """
 
 from __future__ import annotations
@@ -11,13 +10,6 @@ from pathlib import Path
 
 DEFAULT_RUNS_DIR = Path("runs")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def user_cache_dir() -> Path:
-    """Per-user cache folder (platformdirs), created on demand."""
-    from platformdirs import user_cache_path
-
-    return user_cache_path("serenesense", ensure_exists=True)
 
 
 def check_run_name(name: str) -> str:

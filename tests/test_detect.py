@@ -18,7 +18,7 @@ from serenesense_cli.data.scenes import synthesize_scene, write_scene
 from serenesense_cli.detect.decisions import Event, WindowDecision
 from serenesense_cli.detect.detector import DetectConfig
 from serenesense_cli.detect.files import FileFinished, FileStarted, detect_files, find_audio_files
-from serenesense_cli.detect.reference import EnergyBackend
+from tests.reference_models import EnergyBackend
 
 SCENE_CLASSES = ("vehicle", "helicopter")
 

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from serenesense_cli.data.scenes import synthesize_scene
-from serenesense_cli.detect.reference import write_loudness_onnx
+from tests.reference_models import write_loudness_onnx
 
 HEAVY = ("torch", "torchaudio", "timm", "onnx", "sklearn")
 

@@ -21,8 +21,8 @@ from serenesense_cli.cli import app
 from serenesense_cli.data.scenes import synthesize_scene
 from serenesense_cli.detect import mic
 from serenesense_cli.detect.decisions import Event
-from serenesense_cli.detect.reference import EnergyBackend, write_loudness_onnx
 from serenesense_cli.errors import BadInputError, DependencyError, SereneSenseError
+from tests.reference_models import EnergyBackend, write_loudness_onnx
 
 SR = 16_000
 SCENE_CLASSES = ("vehicle", "helicopter")
@@ -310,7 +310,7 @@ def test_real_capture_events_match_the_truth(filemic, scene):
         import json
         from serenesense_cli.detect.decisions import Event
         from serenesense_cli.detect.mic import detect_mic
-        from serenesense_cli.detect.reference import EnergyBackend
+        from tests.reference_models import EnergyBackend
         backend = EnergyBackend(floor_dbfs={scene.background_dbfs!r}, classes={SCENE_CLASSES!r})
         for r in detect_mic(backend=backend, device="filemic", duration=60.0):
             if isinstance(r, Event) and r.state == "closed":

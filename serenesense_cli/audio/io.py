@@ -32,6 +32,26 @@ AUDIO_EXTENSIONS = frozenset(
 )
 """File extensions treated as audio when scanning folders."""
 
+
+def audio_files_in(folder: str | Path) -> list[Path]:
+    """Audio files under ``folder`` by extension, recursively, sorted.
+
+    The one rule every command scans folders by (``data prepare``, ``detect``,
+    ``pretrain``): hidden files and hidden folders (``.name``) are skipped, so
+    editor and OS leftovers (``.DS_Store``, ``.git``, ``._x.wav``) never count.
+    """
+    root = Path(folder)
+    found: list[Path] = []
+    for where, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(
+            Path(where) / name
+            for name in files
+            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
+        )
+    return sorted(found)
+
+
 _DEFAULT_BLOCK_SECONDS = 30.0
 _MAX_BLOCK_VALUES = 4_000_000
 """Samples (frames x channels) read at once: 16 MB of float32 whatever the

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from serenesense_cli.audio.io import AUDIO_EXTENSIONS
+from serenesense_cli.audio.io import audio_files_in
 from serenesense_cli.data.mad import MAD_CLASSES, MAD_SPLIT_CSVS
 from serenesense_cli.errors import DataSetError
 
@@ -157,24 +157,12 @@ def detect_format(path: str | Path) -> SourceFormat:
     )
 
 
-def _audio_files(folder: Path) -> list[Path]:
-    """Audio files under ``folder`` (recursively, hidden entries skipped), sorted."""
-    found = []
-    for item in folder.rglob("*"):
-        rel = item.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if item.suffix.lower() in AUDIO_EXTENSIONS and item.is_file():
-            found.append(item)
-    return sorted(found)
-
-
 def _class_folders(root: Path) -> dict[str, list[Path]]:
     """Subfolders of ``root`` that hold audio, by name (sorted), with their files."""
     classes: dict[str, list[Path]] = {}
     for child in sorted(root.iterdir()):
         if child.is_dir() and not child.name.startswith("."):
-            files = _audio_files(child)
+            files = audio_files_in(child)
             if files:
                 classes[child.name] = files
     return classes

@@ -9,12 +9,11 @@ error and the next one is processed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from serenesense_cli.audio.io import AUDIO_EXTENSIONS, probe_audio, stream_audio
+from serenesense_cli.audio.io import audio_files_in, probe_audio, stream_audio
 from serenesense_cli.detect.detector import DetectConfig, Detector, Record
 from serenesense_cli.errors import SereneSenseError
 from serenesense_cli.inference.backends import Backend
@@ -69,18 +68,7 @@ def find_audio_files(paths: Iterable[str | Path]) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if not path.is_dir():
-            found.append(path)
-            continue
-        inside: list[Path] = []
-        for root, dirs, files in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            inside.extend(
-                Path(root) / name
-                for name in files
-                if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
-            )
-        found.extend(sorted(inside))
+        found.extend(audio_files_in(path) if path.is_dir() else [path])
     return found
 
 

@@ -37,7 +37,7 @@ RUNTIME_REQUIREMENTS = (
     "sounddevice>=0.4.6",
     "typer>=0.12",
     "rich>=13.7",
-    "platformdirs>=4.0",
+    "soxr>=0.3.7",
 )
 """What ``serenesense detect`` / ``bench`` on an .onnx model import: no torch,
 torchaudio, timm, onnx or scikit-learn (the model's metadata is read from the

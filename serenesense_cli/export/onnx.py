@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from serenesense_cli.errors import BadInputError, ModelError, SereneSenseError
+from serenesense_cli.inference.backends import ONNX_INPUT, ONNX_OUTPUTS
 from serenesense_cli.progress import ProgressCallback, report
 
 DEFAULT_OPSET = 18
@@ -142,8 +143,8 @@ def _export_proto(model: Any, clip_samples: int, opset: int) -> Any:
                 None,
                 dynamo=True,
                 opset_version=opset,
-                input_names=["waveform"],
-                output_names=["logits", "probabilities"],
+                input_names=[ONNX_INPUT],
+                output_names=list(ONNX_OUTPUTS),
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 external_data=False,
                 optimize=True,
@@ -182,7 +183,7 @@ def onnx_scores(
         if start >= stop:
             continue
         chunk = np.ascontiguousarray(waves[start:stop], dtype=np.float32)
-        lo, pr = session.run(["logits", "probabilities"], {"waveform": chunk})
+        lo, pr = session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: chunk})
         logits.append(lo)
         probs.append(pr)
     return np.concatenate(logits), np.concatenate(probs)

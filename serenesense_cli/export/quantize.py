@@ -38,6 +38,7 @@ import numpy as np
 
 from serenesense_cli.errors import BadInputError, ModelError, SereneSenseError
 from serenesense_cli.fileio import refuse_input_as_output
+from serenesense_cli.inference.backends import ONNX_INPUT
 from serenesense_cli.progress import ProgressCallback, report
 
 MODES = ("auto", "dynamic", "static")
@@ -147,22 +148,32 @@ class _WindowReader:
             return None
         window = self.waves[self.position : self.position + 1]
         self.position += 1
-        return {"waveform": np.ascontiguousarray(window, dtype=np.float32)}
+        return {ONNX_INPUT: np.ascontiguousarray(window, dtype=np.float32)}
 
     def rewind(self) -> None:
         self.position = 0
 
 
+class _OnnxruntimeAdvice(logging.Filter):
+    """Drops the records onnxruntime.quantization logs below ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_ort = "onnxruntime" in record.pathname.replace("\\", "/")
+        return record.levelno >= logging.ERROR or not from_ort
+
+
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
-    """onnxruntime.quantization logs advice on the root logger; keep stderr clean."""
+    """onnxruntime.quantization logs advice with ``logging.info``/``warning``
+    (on the root logger); keep stderr clean without touching anyone else's
+    logging: a filter for its records only, on the root logger, for the call."""
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    advice = _OnnxruntimeAdvice()
+    root.addFilter(advice)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(advice)
 
 
 def _run_quantizer(

@@ -30,7 +30,9 @@ from serenesense_cli.errors import DependencyError, ModelError
 
 ONNX_METADATA_KEY = "serenesense"
 ONNX_INPUT = "waveform"
-ONNX_OUTPUTS = ("logits", "probabilities")
+ONNX_PROBABILITIES = "probabilities"
+ONNX_OUTPUTS = ("logits", ONNX_PROBABILITIES)
+"""The exported graph's outputs, in order (export names them; backends read them)."""
 
 
 @runtime_checkable
@@ -72,7 +74,7 @@ class OnnxBackend:
 
     def predict_proba(self, waves: np.ndarray) -> np.ndarray:
         batch = _check_batch(waves, self.clip_samples)
-        (probs,) = self.session.run(["probabilities"], {ONNX_INPUT: batch})
+        (probs,) = self.session.run([ONNX_PROBABILITIES], {ONNX_INPUT: batch})
         return np.asarray(probs, dtype=np.float32)
 
 
@@ -157,9 +159,9 @@ def _check_onnx_contract(meta: dict[str, Any], session: Any, path: Path) -> None
         names = ", ".join(i.name for i in inputs) or "none"
         raise bad(f"the graph must take one input named {ONNX_INPUT!r}, not: {names}")
     outputs = {o.name: o for o in session.get_outputs()}
-    if "probabilities" not in outputs:
-        raise bad("the graph has no 'probabilities' output")
-    width = (outputs["probabilities"].shape or [None])[-1]
+    if ONNX_PROBABILITIES not in outputs:
+        raise bad(f"the graph has no {ONNX_PROBABILITIES!r} output")
+    width = (outputs[ONNX_PROBABILITIES].shape or [None])[-1]
     if isinstance(width, int) and width != len(classes):
         raise bad(f"the graph scores {width} classes but the metadata names {len(classes)}")
 

@@ -383,10 +383,6 @@ class MaskedAutoencoder(nn.Module):
         mask = output.mask[..., None]
         return self.unpatchify(patches * (1 - mask) + pred * mask)
 
-    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """The encoder's weights, keyed as in the classifier (``encoder.*``)."""
-        return {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
-
 
 def _hidden(count: int, ratio: float) -> int:
     """Hidden items out of ``count``: ``round(count * ratio)``, leaving at least one visible."""

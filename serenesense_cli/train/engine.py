@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from serenesense_cli.train.schedules import (
     build_scheduler,
     effective_warmup,
 )
+from serenesense_cli.train.setup import autocast_context, set_deterministic
 from serenesense_cli.train.stopping import StopRequest, stop_reason
 
 HISTORY_COLUMNS = (
@@ -84,13 +84,6 @@ class TrainResult(RunWeights):
     notes: list[str] = field(default_factory=list)
 
 
-def _set_deterministic(enabled: bool) -> None:
-    if enabled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-
-
 def _check_prepared(prepared: PreparedSet) -> tuple[list[int], list[int]]:
     train_idx = prepared.indices("train")
     val_idx = prepared.indices("val")
@@ -117,13 +110,6 @@ def _score(metrics: dict[str, float], select: str) -> float:
     if select == "loss":
         return -metrics["val_loss"]
     return metrics["val_acc" if select == "accuracy" else "val_macro_f1"]
-
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16 and device.type in ("cuda", "cpu"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def _normalization_stats(
@@ -173,7 +159,7 @@ def validate(
     prob_sums = torch.zeros(labels.numel(), num_classes)
     counts = torch.zeros(labels.numel())
     for waves, _targets, positions in loader:
-        with _autocast(device, precision):
+        with autocast_context(device, precision):
             logits = model(waves.to(device))
         prob_sums.index_add_(0, positions, torch.softmax(logits.float(), dim=1).cpu())
         counts.index_add_(0, positions, torch.ones(positions.numel()))
@@ -280,7 +266,7 @@ def _train(
         run_dir = None  # created below, once the inputs are known to be good
     assert config is not None and data is not None
 
-    _set_deterministic(config.deterministic)
+    set_deterministic(config.deterministic)
     device = context.device
     seed_everything(config.seed, 0)
 
@@ -569,7 +555,7 @@ def _train_step(
     precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward + loss. Mixup/CutMix act on front-end features inside forward."""
-    with _autocast(device, precision):
+    with autocast_context(device, precision):
         if mixup is None:
             logits = model(waves)
             loss = criterion(logits.float(), targets)
@@ -754,21 +740,15 @@ def ensure_model_known(name: str) -> None:
     get_model_spec(name)
 
 
-# Shared with the pretraining loop (train/pretrain.py).
-set_deterministic = _set_deterministic
-autocast_context = _autocast
-
 __all__ = [
     "HISTORY_COLUMNS",
     "StopRequest",
     "TrainResult",
-    "autocast_context",
     "freeze_encoder",
     "layer_decay_groups",
     "peak_lr",
     "read_history",
     "seed_everything",
-    "set_deterministic",
     "stop_reason",
     "train",
     "validate",

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from serenesense_cli.audio.io import AUDIO_EXTENSIONS, load_audio
+from serenesense_cli.audio.io import AUDIO_EXTENSIONS, audio_files_in, load_audio
 from serenesense_cli.config import load_toml, merge_config, to_toml
 from serenesense_cli.data import cache
 from serenesense_cli.errors import AudioFileError, BadInputError, DataSetError
@@ -47,10 +47,10 @@ from serenesense_cli.train import distributed as dist_utils
 from serenesense_cli.train.checkpoint import load_last_weights, load_training_state
 from serenesense_cli.train.config import PretrainConfig
 from serenesense_cli.train.data import ClipDataset, center_start, epoch_data, fit_length
-from serenesense_cli.train.engine import autocast_context, set_deterministic
 from serenesense_cli.train.history import history_csv
 from serenesense_cli.train.loop import EpochLoop, EpochTask, RunWeights, seed_everything
 from serenesense_cli.train.schedules import warmup_cosine_restarts_lr
+from serenesense_cli.train.setup import autocast_context, set_deterministic
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 """Columns of a pretraining run's ``history.csv``."""
@@ -124,14 +124,6 @@ class UnlabelledData:
         return sum(len(idx) for _, idx in self.val)
 
 
-def _audio_files(root: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
-    )
-
-
 def collect_unlabelled(
     paths: Sequence[str | Path],
     *,
@@ -189,7 +181,7 @@ def _decode_folder(
     skipped: list[tuple[str, str]],
     on_progress: ProgressCallback | None,
 ) -> tuple[AudioFolderSet, list[int], list[int]]:
-    files = _audio_files(root)
+    files = audio_files_in(root)
     if not files:
         raise DataSetError(
             f"{root}: neither a prepared set nor a folder with audio files "

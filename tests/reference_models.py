@@ -1,4 +1,4 @@
-"""Model stand-ins with no training, for timing tests and demos.
+"""Model stand-ins with no training, for the detection tests.
 
 Why: checking *when* the detector finds events needs a classifier whose
 behaviour is known and does not depend on a training run.
