@@ -16,6 +16,7 @@ from serenesense_cli.cli._output import (
     log,
     progress_bars,
 )
+from serenesense_cli.demo import DEMO_EPOCHS, DEMO_TIME_LIMIT
 from serenesense_cli.limits import COMMANDS, SEED
 
 
@@ -26,21 +27,21 @@ def demo_command(
         typer.Option("--model", help="Model to train (default: the recommended one)."),
     ] = None,
     epochs: Annotated[
-        int | None,
+        int,
         typer.Option(
             "--epochs",
-            help="Training epochs (default: the recipe's).",
+            help="Training epochs (a fixed count: the same figures on every run).",
             callback=within(COMMANDS["demo_epochs"]),
         ),
-    ] = None,
+    ] = DEMO_EPOCHS,
     time_limit: Annotated[
         float,
         typer.Option(
             "--time-limit",
-            help="Training budget in seconds.",
+            help="Stop training after this many seconds at the latest (0: no cap).",
             callback=within(COMMANDS["demo_time_limit"]),
         ),
-    ] = 150.0,
+    ] = DEMO_TIME_LIMIT,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed for data and training.", callback=within(SEED))
     ] = 0,
