@@ -8,21 +8,22 @@ light (no torch): the root ``--help`` loads this module.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from serenesense_cli.cli._bounds import within
+from serenesense_cli.cli._options import option
 from serenesense_cli.limits import TRAINING
 
 PANEL_RECIPE = "Recipe overrides"
 PANEL_RUN = "Run control"
 
 
-def opt(help_text: str, *names: str, panel: str = PANEL_RECIPE, **kwargs: Any) -> Any:
-    """A flag with its help text and ``--help`` panel (recipe overrides by default)."""
-    return typer.Option(*names, help=help_text, rich_help_panel=panel, **kwargs)
+opt = functools.partial(option, panel=PANEL_RECIPE)
+"""A flag in the recipe-overrides panel unless ``panel=`` says otherwise."""
 
 
 Config = Annotated[

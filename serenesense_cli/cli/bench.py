@@ -6,6 +6,7 @@ Exit codes: 0, or 1 when a budget was checked (``--profile pi5``,
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from serenesense_cli.cli._bounds import within
+from serenesense_cli.cli._options import option
 from serenesense_cli.cli._output import (
     OutputFormat,
     emit_csv,
@@ -36,8 +38,7 @@ class Profile(str, Enum):
     pi5 = "pi5"
 
 
-def _opt(help_text: str, *names: str, panel: str = _PANEL_RUN, **kwargs: Any) -> Any:
-    return typer.Option(*names, help=help_text, rich_help_panel=panel, **kwargs)
+_opt = functools.partial(option, panel=_PANEL_RUN)
 
 
 CSV_COLUMNS = (

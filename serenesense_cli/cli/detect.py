@@ -24,6 +24,7 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from serenesense_cli.cli._bounds import within
+from serenesense_cli.cli._options import option
 from serenesense_cli.cli._output import (
     emit_result_path,
     emit_table,
@@ -60,8 +61,7 @@ class DetectFormat(str, Enum):
     raven = "raven"
 
 
-def _opt(help_text: str, *names: str, panel: str, **kwargs: Any) -> Any:
-    return typer.Option(*names, help=help_text, rich_help_panel=panel, **kwargs)
+_opt = option
 
 
 def detect_command(
