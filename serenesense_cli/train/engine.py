@@ -43,7 +43,13 @@ from serenesense_cli.train.schedules import (
     build_scheduler,
     effective_warmup,
 )
-from serenesense_cli.train.setup import autocast_context, set_deterministic
+from serenesense_cli.train.setup import (
+    NORMALIZATION_CLIPS,
+    autocast_context,
+    decays,
+    set_deterministic,
+    weight_decay_groups,
+)
 from serenesense_cli.train.stopping import StopRequest, stop_reason
 
 HISTORY_COLUMNS = (
@@ -61,8 +67,6 @@ HISTORY_COLUMNS = (
 )
 """Columns of ``history.csv``. ``train_acc`` is measured against the clips' own
 (un-mixed) labels, also in batches where mixup/CutMix mixed the inputs."""
-
-NORMALIZATION_CLIPS = 256
 
 
 @dataclass
@@ -662,9 +666,7 @@ def layer_decay_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, 
         if not param.requires_grad:
             continue
         layer = _layer_id(name, num_layers)
-        skip = config.optimizer == "adamw" and (
-            param.ndim <= 1 or name.endswith(("cls_token", "pos_embed"))
-        )
+        skip = config.optimizer == "adamw" and not decays(name, param)
         scale = config.layer_decay ** (num_layers + 1 - layer)
         group = groups.setdefault(
             (layer, skip),
@@ -693,16 +695,7 @@ def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
             return torch.optim.Adam(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
         return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
     if config.optimizer == "adamw":
-        decay, no_decay = [], []
-        for name, param in model.named_parameters():
-            if not param.requires_grad:
-                continue
-            skip = param.ndim <= 1 or name.endswith(("cls_token", "pos_embed"))
-            (no_decay if skip else decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        groups = weight_decay_groups(model, config.weight_decay)
         return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":

@@ -50,12 +50,16 @@ from serenesense_cli.train.data import ClipDataset, center_start, epoch_data, fi
 from serenesense_cli.train.history import history_csv
 from serenesense_cli.train.loop import EpochLoop, EpochTask, RunWeights, seed_everything
 from serenesense_cli.train.schedules import warmup_cosine_restarts_lr
-from serenesense_cli.train.setup import autocast_context, set_deterministic
+from serenesense_cli.train.setup import (
+    NORMALIZATION_CLIPS,
+    autocast_context,
+    set_deterministic,
+    weight_decay_groups,
+)
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 """Columns of a pretraining run's ``history.csv``."""
 
-NORMALIZATION_CLIPS = 256
 FIGURE_DIR = "figures"
 
 
@@ -319,16 +323,7 @@ def _build_model(config: PretrainConfig) -> MaskedAutoencoder:
 
 def _optimizer(model: nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on norms, biases, tokens and position tables."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        skip = param.ndim <= 1 or name.endswith(("cls_token", "pos_embed", "mask_token"))
-        (no_decay if skip else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    groups = weight_decay_groups(model, config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
 
 
