@@ -171,9 +171,9 @@ def pretrain_command(
     if resume is None:
         if model is None:
             raise BadInputError("no model given", hint="serenesense pretrain audiomae --data DIR")
-        from serenesense_cli.models import get_model_spec, list_models
+        from serenesense_cli.models import models_where
 
-        pretrainable = [m for m in list_models() if get_model_spec(m).pretrainable]
+        pretrainable = models_where(lambda spec: spec.pretrainable)
         if model not in pretrainable:
             raise BadInputError(
                 f"only the {' or '.join(pretrainable)} encoder can be pretrained, not {model!r}",

@@ -253,10 +253,10 @@ def train_command(
 
         ensure_model_known(model)
         if size is not None:
-            from serenesense_cli.models import get_model_spec, list_models
+            from serenesense_cli.models import models_where
 
-            sized = [m for m in list_models() if get_model_spec(m).sizes]
-            if not get_model_spec(model).sizes:
+            sized = models_where(lambda spec: bool(spec.sizes))
+            if model not in sized:
                 raise BadInputError(f"--size applies to {', '.join(sized)} only, not {model!r}")
         resolved = resolve_train_config(
             model,

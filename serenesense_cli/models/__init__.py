@@ -9,6 +9,7 @@ from serenesense_cli.models.registry import (
     create_model,
     get_model_spec,
     list_models,
+    models_where,
     recommended_model,
     register_model,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "create_model",
     "get_model_spec",
     "list_models",
+    "models_where",
     "recommended_model",
     "register_model",
 ]

@@ -151,6 +151,11 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def models_where(test: Callable[[ModelSpec], bool]) -> list[str]:
+    """Registered model names, sorted, whose spec passes ``test`` (e.g. pretrainable)."""
+    return [name for name in list_models() if test(_REGISTRY[name])]
+
+
 def get_model_spec(name: str) -> ModelSpec:
     """The spec of ``name``, or a ModelError that suggests the closest name."""
     try:

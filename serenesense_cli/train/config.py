@@ -56,9 +56,9 @@ def _one_of(value: Any, name: str, options: tuple[str, ...]) -> _Check:
 
 def _pretrainable(model: str) -> bool:
     """Whether the registry says ``model``'s encoder can be pretrained."""
-    from serenesense_cli.models import get_model_spec, list_models
+    from serenesense_cli.models import models_where
 
-    return model in list_models() and get_model_spec(model).pretrainable
+    return model in models_where(lambda spec: spec.pretrainable)
 
 
 def _range_checks(config: Any) -> list[_Check]:
@@ -194,9 +194,9 @@ def recipe(model: str, name: str = "default") -> TrainConfig:
 
 def list_models_with_recipe(name: str) -> list[str]:
     """Registered models that have the recipe ``name``."""
-    from serenesense_cli.models import get_model_spec, list_models
+    from serenesense_cli.models import models_where
 
-    return [m for m in list_models() if name in get_model_spec(m).recipes]
+    return models_where(lambda spec: name in spec.recipes)
 
 
 def resolve_train_config(

@@ -28,7 +28,7 @@ from serenesense_cli.data.cache import PreparedSet, open_prepared
 from serenesense_cli.errors import BadInputError, ConfigError, DataSetError
 from serenesense_cli.evaluate.metrics import basic_metrics
 from serenesense_cli.fileio import write_text_atomic
-from serenesense_cli.models import create_model, get_model_spec, list_models
+from serenesense_cli.models import create_model, models_where
 from serenesense_cli.models.registry import AudioClassifier, count_parameters
 from serenesense_cli.paths import DEFAULT_RUNS_DIR, new_run_dir
 from serenesense_cli.progress import ProgressCallback
@@ -586,8 +586,8 @@ def _train_step(
 def _prepare_init(config: TrainConfig) -> tuple[TrainConfig, Any]:
     """Read the ``--init`` checkpoint; its encoder arguments fill in model_args
     the user did not set (flags and config files win)."""
-    if not get_model_spec(config.model).pretrainable:
-        having = [m for m in list_models() if get_model_spec(m).pretrainable]
+    having = models_where(lambda spec: spec.pretrainable)
+    if config.model not in having:
         raise BadInputError(
             f"--init initialises the {' or '.join(having)} encoder; {config.model!r} has none",
             hint=f"use `serenesense train {having[0]} --init ...`",
