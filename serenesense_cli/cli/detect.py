@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, TextIO
 
 import typer
 
@@ -28,15 +26,10 @@ from serenesense_cli.cli._options import option
 from serenesense_cli.cli._output import (
     emit_result_path,
     emit_table,
-    log,
-    progress_bars,
     stdout_console,
     warn,
 )
 from serenesense_cli.limits import COMMANDS
-
-EXIT_NOT_SEEN = 3
-"""``--until CLASS``: the input ended without an event of CLASS."""
 
 _PANEL_INPUT = "Input"
 _PANEL_DECIDE = "Decisions"
@@ -256,7 +249,9 @@ def detect_command(
             hint="use --format csv, json or jsonl for window scores",
         )
 
+    from serenesense_cli.cli._detect_run import make_sink_writer, run_files, run_mic
     from serenesense_cli.detect.detector import DetectConfig
+    from serenesense_cli.detect.session import DetectSession
     from serenesense_cli.inference.backends import open_backend
 
     if mic:  # fail fast (no PortAudio, no device) before loading a model
@@ -275,39 +270,17 @@ def detect_command(
         ignore=tuple(ignore or ()),
     )
     backend = open_backend(model, threads=threads, spin=not no_spin)
-    rules = config.rules_for(tuple(backend.classes))
-    if until is not None and until not in backend.classes:
-        raise BadInputError(
-            f"--until: the model has no class {until!r}",
-            hint=f"its classes are: {', '.join(backend.classes)}",
-        )
-    run = _Run(
-        backend=backend,
-        config=config,
-        fmt=fmt,
-        windows=windows,
-        until=until,
-        header={
-            "model": str(backend.path),
-            "backend": backend.kind,
-            "classes": list(backend.classes),
-            "source": "mic" if mic else "files",
-            "settings": {
-                "sample_rate": backend.sample_rate,
-                "window_seconds": backend.clip_samples / backend.sample_rate,
-                "hop_seconds": hop,
-                "pad_start": pad_start,
-                **rules.as_dict(),
-            },
-        },
-    )
+    session = DetectSession(backend, config, until=until, source="mic" if mic else "files")
+    files = [] if mic else session.find_files(paths or [])
     with _sink(out) as stream:
+        writer = make_sink_writer(session, fmt, stream, windows=windows)
         try:
-            code = (
-                run.mic(stream, device=device, duration=duration)
-                if mic
-                else run.files(stream, paths or [])
-            )
+            if mic:
+                code = run_mic(
+                    session, writer, fmt=fmt, windows=windows, device=device, duration=duration
+                )
+            else:
+                code = run_files(session, writer, files, windows=windows)
         except BrokenPipeError:
             _silence_stdout()
             raise typer.Exit(0) from None
@@ -390,305 +363,3 @@ def _list_devices(output_format: DetectFormat) -> None:
         emit_table(rows, columns, title="Input devices")
     if not rows:
         warn("no input devices found (on Linux, `arecord -l` lists the sound cards)")
-
-
-class _Run:
-    """One detect invocation: feeds records to a writer or the table view."""
-
-    def __init__(
-        self,
-        *,
-        backend: Any,
-        config: Any,
-        fmt: str,
-        windows: bool,
-        until: str | None,
-        header: dict[str, Any],
-    ) -> None:
-        self.backend = backend
-        self.config = config
-        self.fmt = fmt
-        self.windows = windows
-        self.until = until
-        self.header = header
-        self.classes = tuple(backend.classes)
-        self.counts: dict[str, int] = {}
-
-    def _writer(self, stream: TextIO) -> Any:
-        if self.fmt == "table":
-            return None
-        from serenesense_cli.detect.writers import make_writer
-
-        return make_writer(
-            self.fmt,
-            stream,
-            classes=self.classes,
-            sample_rate=self.backend.sample_rate,
-            windows=self.windows,
-            header=self.header,
-        )
-
-    def _seen(self, record: Any) -> bool:
-        return self.until is not None and record.state == "open" and record.class_name == self.until
-
-    # ------------------------------------------------------------------ files
-
-    def files(self, stream: TextIO, paths: list[Path]) -> int:
-        from serenesense_cli.detect.decisions import Event, WindowDecision
-        from serenesense_cli.detect.files import (
-            FileFinished,
-            FileStarted,
-            detect_files,
-            find_audio_files,
-        )
-        from serenesense_cli.errors import BadInputError
-
-        if not find_audio_files(paths):
-            raise BadInputError(
-                "no audio files found in " + ", ".join(str(p) for p in paths),
-                hint="folders are searched for .wav, .flac, .ogg, .mp3, ... files",
-            )
-        writer = self._writer(stream)
-        failed = done = 0
-        seconds = scoring = 0.0
-        seen = False
-        events: list[Any] = []
-        window_rows: list[dict[str, Any]] = []
-        current: Any = None
-        with progress_bars(transient=True) as on_progress:
-            records = detect_files(
-                paths, backend=self.backend, config=self.config, on_progress=on_progress
-            )
-            try:
-                for record in records:
-                    if isinstance(record, FileStarted):
-                        events, window_rows, current = [], [], record
-                        if writer:
-                            writer.start_source(str(record.path), duration=record.duration)
-                    elif isinstance(record, Event):
-                        if record.state == "closed" or self._seen(record):
-                            self._count(record)
-                            events.append(record)
-                            if writer:
-                                writer.event(record)
-                        if self._seen(record):
-                            seen = True
-                            log(f"{record.class_name} at {record.start:.1f} s in {record.source}")
-                            if writer is None:
-                                self._file_table(current.path, record.end, events, window_rows)
-                            break
-                    elif isinstance(record, WindowDecision):
-                        if self.windows:
-                            if writer:
-                                writer.window(record)
-                            else:
-                                from serenesense_cli.detect.render import window_row
-
-                                window_rows.append(window_row(record, self.classes))
-                    elif isinstance(record, FileFinished):
-                        done += 1
-                        seconds += record.seconds
-                        scoring += record.scoring_seconds
-                        if writer:
-                            writer.finish_source(
-                                str(record.path),
-                                seconds=record.seconds,
-                                error=record.error,
-                                windows_scored=record.windows,
-                            )
-                        for note in record.notes:
-                            warn(note)
-                        if record.error:
-                            failed += 1
-                            warn(record.error + (f" ({record.hint})" if record.hint else ""))
-                        elif writer is None:
-                            self._file_table(record.path, record.seconds, events, window_rows)
-            finally:
-                records.close()
-        summary = {
-            "files": done + (1 if seen else 0),  # --until stops inside a file
-            "failed": failed,
-            "events": sum(self.counts.values()),
-            "events_by_class": dict(self.counts),
-            "audio_seconds": round(seconds, 3),
-            "scoring_seconds": round(scoring, 3),
-        }
-        if self.until is not None:
-            summary["until"] = {"class": self.until, "seen": seen}
-        if writer:
-            writer.close(summary)
-        self._log_summary(summary)
-        if self.until is not None:
-            return 0 if seen else (1 if failed else EXIT_NOT_SEEN)
-        return 1 if failed else 0
-
-    def _count(self, event: Any) -> None:
-        self.counts[event.class_name] = self.counts.get(event.class_name, 0) + 1
-
-    def _file_table(
-        self, path: Path, seconds: float, events: list[Any], window_rows: list[dict[str, Any]]
-    ) -> None:
-        from serenesense_cli.detect.render import (
-            EVENT_COLUMNS,
-            EVENT_HEADERS,
-            WINDOW_COLUMNS,
-            event_row,
-            timeline,
-        )
-
-        if window_rows:
-            emit_table(window_rows, WINDOW_COLUMNS, title=f"{path}: windows")
-        title = f"{path} ({seconds:.1f} s): {len(events)} event(s)"
-        if not events:
-            stdout_console().print(title, highlight=False)
-            return
-        emit_table(
-            [event_row(e) for e in events], EVENT_COLUMNS, headers=EVENT_HEADERS, title=title
-        )
-        stdout_console().print(timeline(events, seconds))
-
-    def _log_summary(self, summary: dict[str, Any]) -> None:
-        by_class = ", ".join(f"{k} {v}" for k, v in sorted(summary["events_by_class"].items()))
-        speed = ""
-        if summary["scoring_seconds"] > 0:
-            speed = f", {summary['audio_seconds'] / summary['scoring_seconds']:.0f}x real time"
-        log(
-            f"{summary['files']} file(s), {summary['failed']} failed, "
-            f"{summary['audio_seconds']:.1f} s of audio{speed}; "
-            f"{summary['events']} event(s){': ' + by_class if by_class else ''}"
-        )
-
-    # ------------------------------------------------------------------ microphone
-
-    def mic(self, stream: TextIO, *, device: str | None, duration: float | None) -> int:
-        from serenesense_cli.detect.decisions import Event, WindowDecision
-        from serenesense_cli.detect.mic import MicFinished, MicStarted, detect_mic
-
-        writer = self._writer(stream)
-        stop = threading.Event()
-        view: Any = None
-        live: Any = None
-        seen = False
-        finished: Any = None
-        stats: Any = None
-        records = detect_mic(
-            backend=self.backend, config=self.config, device=device, duration=duration, stop=stop
-        )
-        with _stop_on_signals(stop):
-            try:
-                for record in records:
-                    if isinstance(record, MicStarted):
-                        if writer:
-                            writer.origin = record.started_at
-                            writer.start_source(record.source)
-                        else:
-                            view, live = self._start_live(record)
-                        log(
-                            f"listening on {record.device.name} (#{record.device.index}) at "
-                            f"{record.sample_rate} Hz; Ctrl-C stops"
-                        )
-                        stats = record.stats
-                    elif isinstance(record, (Event, WindowDecision)):
-                        if view is not None:
-                            view.update(record)
-                            view.overflows = stats.overflows if stats is not None else 0
-                            live.update(view.renderable())
-                        if isinstance(record, Event):
-                            if record.state == "closed":
-                                self._count(record)
-                            if writer and (
-                                record.state == "closed"
-                                or self.fmt == "jsonl"
-                                or self._seen(record)
-                            ):
-                                writer.event(record)
-                            if self._seen(record):
-                                seen = True
-                                log(f"{record.class_name} at {record.start:.1f} s (--until)")
-                                break
-                        elif writer and self.windows:
-                            writer.window(record)
-                    elif isinstance(record, MicFinished):
-                        finished = record
-                        if writer:
-                            writer.finish_source(record.source, seconds=record.seconds)
-            finally:
-                records.close()
-                if live is not None:
-                    live.stop()
-        summary = self._mic_summary(finished, seen)
-        if writer:
-            writer.close(summary)
-        if view is not None and view.events:
-            from serenesense_cli.detect.render import EVENT_COLUMNS, EVENT_HEADERS, event_row
-
-            events = list(view.events)[::-1]
-            emit_table([event_row(e) for e in events], EVENT_COLUMNS, headers=EVENT_HEADERS)
-        if self.until is not None:
-            return 0 if seen else EXIT_NOT_SEEN
-        return 0
-
-    def _start_live(self, record: Any) -> tuple[Any, Any]:
-        from rich.live import Live
-
-        from serenesense_cli.detect.render import LiveView
-
-        view = LiveView(classes=self.classes, source=record.source)
-        live = Live(view.renderable(), console=stdout_console(), refresh_per_second=8)
-        live.start()
-        return view, live
-
-    def _mic_summary(self, finished: Any, seen: bool) -> dict[str, Any]:
-        summary: dict[str, Any] = {
-            "events": sum(self.counts.values()),
-            "events_by_class": dict(self.counts),
-        }
-        if finished is not None:
-            summary.update(
-                audio_seconds=round(finished.seconds, 3),
-                windows=finished.windows,
-                overflows=finished.overflows,
-                dropped_seconds=round(finished.dropped_seconds, 3),
-                scoring_seconds=round(finished.scoring_seconds, 3),
-                interrupted=finished.interrupted,
-            )
-            by_class = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-            load = (
-                f"; scoring used {100 * finished.scoring_seconds / finished.seconds:.0f}% "
-                "of real time"
-                if finished.seconds > 0
-                else ""
-            )
-            log(
-                f"{'stopped' if finished.interrupted else 'done'}: {finished.seconds:.1f} s "
-                f"recorded, {finished.windows} windows, {summary['events']} event(s)"
-                f"{': ' + by_class if by_class else ''}{load}"
-            )
-            if finished.overflows or finished.dropped_seconds:
-                warn(
-                    f"{finished.overflows} input overflow(s), {finished.dropped_seconds:.1f} s "
-                    "dropped because scoring fell behind (try a smaller model or more --threads)"
-                )
-        if self.until is not None:
-            summary["until"] = {"class": self.until, "seen": seen}
-        return summary
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C (and systemd's SIGTERM) end the recording cleanly; a second Ctrl-C aborts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

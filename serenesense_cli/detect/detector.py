@@ -66,6 +66,23 @@ class DetectConfig:
         )
 
 
+def hop_samples_for(hop_seconds: float, sample_rate: int) -> int:
+    """The hop in samples (at least one): what the detector really steps by."""
+    return max(1, round(hop_seconds * sample_rate))
+
+
+def stream_settings(backend: Backend, config: DetectConfig, rules: DecisionRules) -> dict[str, Any]:
+    """The settings a stream is scored with, as output headers and reports record them."""
+    sample_rate = int(backend.sample_rate)
+    return {
+        "sample_rate": sample_rate,
+        "window_seconds": backend.clip_samples / sample_rate,
+        "hop_seconds": hop_samples_for(config.hop_seconds, sample_rate) / sample_rate,
+        "pad_start": config.pad_start,
+        **rules.as_dict(),
+    }
+
+
 @dataclass
 class Detector:
     """Streams blocks through window scheduling, scoring and decisions."""
@@ -84,7 +101,7 @@ class Detector:
         if self.rules is None:
             self.rules = self.config.rules_for(tuple(self.backend.classes))
         self.sample_rate = int(self.backend.sample_rate)
-        hop = max(1, round(self.config.hop_seconds * self.sample_rate))
+        hop = hop_samples_for(self.config.hop_seconds, self.sample_rate)
         self.hop_seconds = hop / self.sample_rate
         self._scheduler = WindowScheduler(
             int(self.backend.clip_samples), hop, pad_start=self.config.pad_start
@@ -119,13 +136,7 @@ class Detector:
     def settings(self) -> dict[str, Any]:
         """The effective settings, for output headers and reports."""
         assert self.rules is not None
-        return {
-            "sample_rate": self.sample_rate,
-            "window_seconds": self.window_seconds,
-            "hop_seconds": self.hop_seconds,
-            "pad_start": self.config.pad_start,
-            **self.rules.as_dict(),
-        }
+        return stream_settings(self.backend, self.config, self.rules)
 
     def _decide(self, windows: list[Window]) -> list[Record]:
         if not windows:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serenesense_cli.audio.io import audio_files_in, probe_audio, stream_audio
+from serenesense_cli.detect.decisions import DecisionRules
 from serenesense_cli.detect.detector import DetectConfig, Detector, Record
 from serenesense_cli.errors import SereneSenseError
 from serenesense_cli.inference.backends import Backend
@@ -77,6 +78,7 @@ def detect_files(
     *,
     backend: Backend,
     config: DetectConfig | None = None,
+    rules: DecisionRules | None = None,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     on_progress: ProgressCallback | None = None,
 ) -> Iterator[FileRecord]:
@@ -84,10 +86,11 @@ def detect_files(
 
     Per file: :class:`FileStarted`, then window decisions and events (open
     and closed) in stream order, then :class:`FileFinished`. Settings are
-    checked against the model before the first file is opened.
+    checked against the model before the first file is opened (``rules``:
+    already checked ones).
     """
     config = config or DetectConfig()
-    rules = config.rules_for(tuple(backend.classes))
+    rules = rules or config.rules_for(tuple(backend.classes))
     files = find_audio_files(paths)
     total = len(files)
     for index, path in enumerate(files):

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from serenesense_cli.detect.decisions import DecisionRules
 from serenesense_cli.detect.detector import DetectConfig, Detector, Record
 from serenesense_cli.errors import BadInputError, DependencyError, SereneSenseError
 from serenesense_cli.inference.backends import Backend
@@ -261,6 +262,7 @@ def detect_mic(
     *,
     backend: Backend,
     config: DetectConfig | None = None,
+    rules: DecisionRules | None = None,
     device: str | int | None = None,
     duration: float | None = None,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
@@ -271,10 +273,11 @@ def detect_mic(
 
     Ends after ``duration`` seconds of audio, when the device stops, or when
     ``stop`` is set (then interrupted is reported); closing the generator
-    stops the recording too. Open events are closed at the end.
+    stops the recording too. Open events are closed at the end. ``rules``:
+    settings already checked against the model.
     """
     config = config or DetectConfig()
-    rules = config.rules_for(tuple(backend.classes))
+    rules = rules or config.rules_for(tuple(backend.classes))
     if duration is not None and not duration > 0:
         raise BadInputError(f"--duration must be > 0 seconds, got {duration}")
     chosen = resolve_input_device(device)
