@@ -9,6 +9,10 @@ light (no torch): the root ``--help`` loads this module.
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,6 +93,138 @@ CheckpointEvery = Annotated[
         callback=within(TRAINING["checkpoint_every"]),
     ),
 ]
+
+
+RUN_CONTROL: dict[str, Any] = {
+    "seed": Seed,
+    "deterministic": Deterministic,
+    "device": Device,
+    "precision": Precision,
+    "workers": Workers,
+    "max_steps": MaxSteps,
+    "time_limit": TimeLimit,
+    "checkpoint_every": CheckpointEvery,
+}
+"""The run-control flags every training command takes, in ``--help`` order."""
+
+
+@dataclass(frozen=True)
+class FlagGroup:
+    """Marks a parameter that stands for several flags declared once (:func:`shared_flags`)."""
+
+    name: str
+
+
+RunFolder = Annotated[dict[str, Any] | None, FlagGroup("run_folder")]
+"""``--name``, ``--runs-dir``, ``--resume``: the command gets all three values."""
+Optimiser = Annotated[dict[str, Any] | None, FlagGroup("optimiser")]
+"""``--epochs``, ``--batch-size``, ``--lr``, ``--weight-decay``: the command gets those given."""
+RunControl = Annotated[dict[str, Any] | None, FlagGroup("run_control")]
+"""The :data:`RUN_CONTROL` flags: the command gets those given."""
+
+_GIVEN_ONLY = {"optimiser", "run_control"}
+
+
+def _with_default(text: str, key: str, defaults: dict[str, Any]) -> str:
+    return f"{text} ({defaults[key]:g})." if key in defaults else f"{text}."
+
+
+def _group_flags(group: str, task: str, defaults: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(name, annotation, default)`` of each flag of ``group`` for ``serenesense TASK``."""
+    if group == "run_folder":
+        return [
+            (
+                "name",
+                Annotated[
+                    str | None,
+                    opt("Run name (default: the model name).", "--name", panel=PANEL_RUN),
+                ],
+                None,
+            ),
+            (
+                "runs_dir",
+                Annotated[
+                    Path,
+                    opt(
+                        f"Parent of run folders (runs/{task}/<name>).",
+                        "--runs-dir",
+                        panel=PANEL_RUN,
+                    ),
+                ],
+                Path("runs"),
+            ),
+            ("resume", Resume, None),
+        ]
+    if group == "optimiser":
+        flags = (
+            ("epochs", "Epochs to train", ("--epochs", "--max-epochs"), int),
+            ("batch_size", "Global batch size", ("--batch-size", "-b"), int),
+            ("lr", "Peak learning rate", ("--lr",), float),
+            ("weight_decay", "Weight decay", ("--weight-decay",), float),
+        )
+        return [
+            (
+                key,
+                Annotated[
+                    kind | None,
+                    opt(_with_default(text, key, defaults), *names, callback=within(TRAINING[key])),
+                ],
+                None,
+            )
+            for key, text, names, kind in flags
+        ]
+    return [(name, kind, None) for name, kind in RUN_CONTROL.items()]
+
+
+def _group_of(annotation: Any) -> str | None:
+    for extra in getattr(annotation, "__metadata__", ()):
+        if isinstance(extra, FlagGroup):
+            return extra.name
+    return None
+
+
+def shared_flags(
+    task: str, defaults: dict[str, Any] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare the flags ``train`` and ``pretrain`` share once, so their help cannot drift.
+
+    Each parameter of the command annotated :data:`RunFolder`,
+    :data:`Optimiser` or :data:`RunControl` is replaced, in place, by its
+    group's flags (``task`` names the run folder in the help; ``defaults``
+    show the optimiser's fixed defaults); the command receives the group as a
+    dict under that parameter's name.
+    """
+    values = dict(defaults or {})
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(command, include_extras=True)
+        parameters: list[inspect.Parameter] = []
+        groups: dict[str, list[str]] = {}
+        for param in inspect.signature(command).parameters.values():
+            group = _group_of(hints[param.name])
+            if group is None:
+                parameters.append(param.replace(annotation=hints[param.name]))
+                continue
+            flags = _group_flags(group, task, values)
+            groups[param.name] = [name for name, _, _ in flags]
+            parameters.extend(
+                inspect.Parameter(name, param.POSITIONAL_OR_KEYWORD, default=default, annotation=a)
+                for name, a, default in flags
+            )
+
+        @functools.wraps(command)
+        def wrapper(**given_values: Any) -> Any:
+            for param_name, names in groups.items():
+                chosen = {name: given_values.pop(name) for name in names}
+                group = _group_of(hints[param_name])
+                given_values[param_name] = given(**chosen) if group in _GIVEN_ONLY else chosen
+            return command(**given_values)
+
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
 
 
 def given(**flags: Any) -> dict[str, Any]:

@@ -65,6 +65,37 @@ def run_with_progress(
         return run(**arguments, on_progress=RunProgress(bars, epoch_head))
 
 
+def run_and_finish(
+    run: Callable[..., Any],
+    epoch_head: Callable[[dict[str, Any]], str],
+    output_format: OutputFormat,
+    *,
+    command: str,
+    title: str,
+    summarize: Callable[[Any], dict[str, Any]],
+    run_folder: dict[str, Any],
+    overrides: dict[str, Any],
+    **arguments: Any,
+) -> None:
+    """The whole run of ``serenesense train|pretrain`` after its flags are checked.
+
+    ``run_folder`` holds ``--name``, ``--runs-dir`` and ``--resume``; flags given
+    on resume go on top of the run's saved settings (a new run has them in
+    its resolved config already).
+    """
+    resume = run_folder["resume"]
+    result = run_with_progress(
+        run,
+        epoch_head,
+        runs_dir=run_folder["runs_dir"],
+        name=run_folder["name"],
+        resume=resume,
+        overrides=overrides if resume is not None else None,
+        **arguments,
+    )
+    finish_run(result, output_format, command=command, title=title, summarize=summarize)
+
+
 def summary_head(result: Any) -> dict[str, Any]:
     """The fields every run summary starts with."""
     return {

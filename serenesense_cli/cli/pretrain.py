@@ -22,6 +22,15 @@ from serenesense_cli.limits import TRAINING
 _PANEL_MODEL = "Model"
 
 
+def _optimiser_defaults() -> dict[str, float]:
+    """PretrainConfig's fixed defaults, shown in the optimiser flags' help."""
+    from serenesense_cli.train.config import PretrainConfig
+
+    defaults = PretrainConfig()
+    return {k: getattr(defaults, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
+
+
+@run_flags.shared_flags("pretrain", defaults=_optimiser_defaults())
 def pretrain_command(
     model: Annotated[
         str | None,
@@ -36,14 +45,7 @@ def pretrain_command(
         ),
     ] = None,
     config: run_flags.Config = None,
-    name: Annotated[
-        str | None, opt("Run name (default: audiomae).", "--name", panel=PANEL_RUN)
-    ] = None,
-    runs_dir: Annotated[
-        Path,
-        opt("Parent of run folders (runs/pretrain/<name>).", "--runs-dir", panel=PANEL_RUN),
-    ] = Path("runs"),
-    resume: run_flags.Resume = None,
+    run_folder: run_flags.RunFolder = None,
     size: Annotated[
         str | None, opt("Encoder size: tiny, small or base.", "--size", panel=_PANEL_MODEL)
     ] = None,
@@ -90,23 +92,7 @@ def pretrain_command(
         bool | None,
         opt("Per-patch normalised targets.", "--norm-pix-loss/--no-norm-pix-loss"),
     ] = None,
-    epochs: Annotated[
-        int | None,
-        opt("Epochs (32).", "--epochs", "--max-epochs", callback=within(TRAINING["epochs"])),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        opt(
-            "Global batch size (16).", "--batch-size", "-b", callback=within(TRAINING["batch_size"])
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None, opt("Peak learning rate (2e-4).", "--lr", callback=within(TRAINING["lr"]))
-    ] = None,
-    weight_decay: Annotated[
-        float | None,
-        opt("Weight decay (0.05).", "--weight-decay", callback=within(TRAINING["weight_decay"])),
-    ] = None,
+    optimiser: run_flags.Optimiser = None,
     warmup_epochs: Annotated[
         float | None,
         opt(
@@ -142,14 +128,7 @@ def pretrain_command(
             callback=within(TRAINING["figure_clips"]),
         ),
     ] = None,
-    seed: run_flags.Seed = None,
-    deterministic: run_flags.Deterministic = None,
-    device: run_flags.Device = None,
-    precision: run_flags.Precision = None,
-    workers: run_flags.Workers = None,
-    max_steps: run_flags.MaxSteps = None,
-    time_limit: run_flags.TimeLimit = None,
-    checkpoint_every: run_flags.CheckpointEvery = None,
+    run_control: run_flags.RunControl = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Summary as a table, JSON or CSV.")
     ] = OutputFormat.table,
@@ -168,6 +147,8 @@ def pretrain_command(
     """
     from serenesense_cli.errors import BadInputError
 
+    assert run_folder is not None  # filled in by shared_flags
+    resume = run_folder["resume"]
     if resume is None:
         if model is None:
             raise BadInputError("no model given", hint="serenesense pretrain audiomae --data DIR")
@@ -179,32 +160,20 @@ def pretrain_command(
                 f"only the {' or '.join(pretrainable)} encoder can be pretrained, not {model!r}",
                 hint=f"serenesense pretrain {pretrainable[0]} --data DIR",
             )
-        if not data:
-            raise BadInputError(
-                "no data given", hint="pass --data DIR (a prepared set or a folder of audio)"
-            )
+        from serenesense_cli.train.config import require_data
+
+        require_data(data, "pretrain")
     overrides = given(
         mask_ratio=mask_ratio,
         mask_mode=mask_mode,
         norm_pix_loss=norm_pix_loss,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
         warmup_epochs=warmup_epochs,
         grad_clip=grad_clip,
         val_fraction=val_fraction,
         figure_every=figure_every,
         figure_clips=figure_clips,
-        seed=seed,
-        deterministic=deterministic,
-        device=device,
-        precision=precision,
-        workers=workers,
-        max_steps=max_steps,
-        time_limit=time_limit,
-        checkpoint_every=checkpoint_every,
     )
+    overrides.update({**(optimiser or {}), **(run_control or {})})
     model_args = given(size=size, depth=depth, decoder_depth=decoder_depth, decoder_dim=decoder_dim)
 
     from serenesense_cli.train.config import resolve_pretrain_config
@@ -222,18 +191,17 @@ def pretrain_command(
             hint="resume uses the run's config.toml; flags such as --epochs may extend it",
         )
 
-    result = run_output.run_with_progress(
+    run_output.run_and_finish(
         pretrain,
         _epoch_head,
+        output_format,
+        command="pretrain",
+        title="Pretraining summary",
+        summarize=_summary,
+        run_folder=run_folder,
+        overrides=overrides,
         data=data or None,
         config=resolved,
-        runs_dir=runs_dir,
-        name=name,
-        resume=resume,
-        overrides=overrides if resume is not None else None,
-    )
-    run_output.finish_run(
-        result, output_format, command="pretrain", title="Pretraining summary", summarize=_summary
     )
 
 

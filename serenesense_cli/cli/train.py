@@ -15,7 +15,7 @@ from serenesense_cli.cli import _training_options as run_flags
 from serenesense_cli.cli import _training_output as run_output
 from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._output import OutputFormat
-from serenesense_cli.cli._training_options import PANEL_RUN, given, opt
+from serenesense_cli.cli._training_options import given, opt
 from serenesense_cli.limits import TRAINING
 
 app = typer.Typer(help="Train a model.", no_args_is_help=True)
@@ -26,6 +26,7 @@ MODEL_HELP = (
 _PANEL_INIT = "Fine-tuning (audiomae)"
 
 
+@run_flags.shared_flags("train")
 def train_command(
     model: Annotated[str | None, typer.Argument(help=MODEL_HELP, show_default=False)] = None,
     data: Annotated[
@@ -33,13 +34,7 @@ def train_command(
         typer.Option("--data", "-d", help="Prepared data set (from `serenesense data prepare`)."),
     ] = None,
     config: run_flags.Config = None,
-    name: Annotated[
-        str | None, opt("Run name (default: the model name).", "--name", panel=PANEL_RUN)
-    ] = None,
-    runs_dir: Annotated[
-        Path, opt("Parent of run folders (runs/train/<name>).", "--runs-dir", panel=PANEL_RUN)
-    ] = Path("runs"),
-    resume: run_flags.Resume = None,
+    run_folder: run_flags.RunFolder = None,
     size: Annotated[str | None, opt("AudioMAE size: tiny, small or base.", "--size")] = None,
     init: Annotated[
         Path | None,
@@ -75,21 +70,7 @@ def train_command(
             "--recipe",
         ),
     ] = None,
-    epochs: Annotated[
-        int | None,
-        opt("Epochs to train.", "--epochs", "--max-epochs", callback=within(TRAINING["epochs"])),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        opt("Global batch size.", "--batch-size", "-b", callback=within(TRAINING["batch_size"])),
-    ] = None,
-    lr: Annotated[
-        float | None, opt("Peak learning rate.", "--lr", callback=within(TRAINING["lr"]))
-    ] = None,
-    weight_decay: Annotated[
-        float | None,
-        opt("Weight decay.", "--weight-decay", callback=within(TRAINING["weight_decay"])),
-    ] = None,
+    optimiser: run_flags.Optimiser = None,
     optimizer: Annotated[str | None, opt("adam, adamw or sgd.", "--optimizer")] = None,
     scheduler: Annotated[
         str | None, opt("plateau, warmup_cosine_restarts or constant.", "--scheduler")
@@ -171,14 +152,7 @@ def train_command(
             callback=within(TRAINING["patience"]),
         ),
     ] = None,
-    seed: run_flags.Seed = None,
-    deterministic: run_flags.Deterministic = None,
-    device: run_flags.Device = None,
-    precision: run_flags.Precision = None,
-    workers: run_flags.Workers = None,
-    max_steps: run_flags.MaxSteps = None,
-    time_limit: run_flags.TimeLimit = None,
-    checkpoint_every: run_flags.CheckpointEvery = None,
+    run_control: run_flags.RunControl = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Summary as a table or JSON.")
     ] = OutputFormat.table,
@@ -199,19 +173,17 @@ def train_command(
     """
     from serenesense_cli.errors import BadInputError
 
+    assert run_folder is not None  # filled in by shared_flags
+    resume = run_folder["resume"]
     if resume is None and model is None:
         raise BadInputError(
             "no model given", hint="serenesense train melcnn|cnn|crnn|audiomae --data DIR"
         )
-    if resume is None and data is None:
-        raise BadInputError(
-            "no data set given", hint="pass --data DIR (from `serenesense data prepare`)"
-        )
+    if resume is None:
+        from serenesense_cli.train.config import require_data
+
+        require_data(data, "train")
     overrides = given(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
         optimizer=optimizer,
         scheduler=scheduler,
         warmup_steps=warmup_steps,
@@ -229,18 +201,11 @@ def train_command(
         val_windows=val_windows,
         select_metric=select_metric,
         patience=patience,
-        seed=seed,
-        deterministic=deterministic,
-        device=device,
-        precision=precision,
-        workers=workers,
-        max_steps=max_steps,
-        time_limit=time_limit,
-        checkpoint_every=checkpoint_every,
         init=str(init) if init is not None else None,
         layer_decay=layer_decay,
         linear_probe=linear_probe,
     )
+    overrides.update({**(optimiser or {}), **(run_control or {})})
     model_args = {"size": size} if size is not None else {}
 
     from serenesense_cli.train.config import resolve_train_config
@@ -276,19 +241,18 @@ def train_command(
             hint="the run's config.toml keeps them; start a new run to change them",
         )
 
-    result = run_output.run_with_progress(
+    run_output.run_and_finish(
         train,
         _epoch_head,
+        output_format,
+        command="train",
+        title="Training summary",
+        summarize=_summary,
+        run_folder=run_folder,
+        overrides=overrides,
         data=data,
         model=model,
         config=resolved,
-        runs_dir=runs_dir,
-        name=name,
-        resume=resume,
-        overrides=overrides if resume is not None else None,
-    )
-    run_output.finish_run(
-        result, output_format, command="train", title="Training summary", summarize=_summary
     )
 
 

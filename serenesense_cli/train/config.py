@@ -7,13 +7,12 @@ the model's recipe < ``--config`` TOML < flags given on the command line.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from serenesense_cli.config import load_toml, merge_config, to_toml
-from serenesense_cli.errors import ConfigError
+from serenesense_cli.errors import BadInputError, ConfigError
 from serenesense_cli.limits import TRAINING, Bound
 from serenesense_cli.recipes import REFERENCE_RECIPES  # noqa: F401  (the SPEC's table)
 
@@ -26,27 +25,23 @@ SELECT_METRICS = ("macro_f1", "accuracy", "loss")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-_C = TypeVar("_C", bound="TrainConfig | PretrainConfig")
+_C = TypeVar("_C", bound="RunConfig")
 
 _Check = tuple[bool, str]
 """One validation rule: (value is fine, message naming the setting)."""
 
-_SHARED_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "epochs": (lambda v: v >= 1, "epochs must be >= 1"),
-    "batch_size": (lambda v: v >= 1, "batch_size must be >= 1"),
-    "lr": (lambda v: v > 0, "lr must be > 0"),
-    "grad_clip": (lambda v: v >= 0, "grad_clip must be >= 0 (0 = off)"),
-    "precision": (lambda v: v in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-    "device": (lambda v: v in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
-    "workers": (lambda v: v >= 0, "workers must be >= 0"),
-    "betas": (lambda v: len(v) == 2, "betas must hold two numbers"),
+
+_DATA_HINTS = {
+    "train": "pass --data DIR (from `serenesense data prepare`)",
+    "pretrain": "pass --data DIR (a prepared set or a folder of audio)",
 }
-"""Rules that training and pretraining settings share, so their messages cannot drift."""
 
 
-def _shared_checks(config: Any, *names: str) -> list[_Check]:
-    """The shared rules for the settings ``names`` of ``config``, in that order."""
-    return [(_SHARED_RULES[n][0](getattr(config, n)), _SHARED_RULES[n][1]) for n in names]
+def require_data(data: Any, command: str) -> None:
+    """The one "no data" refusal of ``train`` and ``pretrain``: flags, library calls, resumes."""
+    if not data:
+        what = "data set" if command == "train" else "data"
+        raise BadInputError(f"no {what} given", hint=_DATA_HINTS[command])
 
 
 def _one_of(value: Any, name: str, options: tuple[str, ...]) -> _Check:
@@ -83,41 +78,27 @@ def _raise_first_failure(checks: list[_Check], what: str) -> None:
             raise ConfigError(f"invalid {what} setting: {message}")
 
 
-def _config_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as a plain dict (tuples as lists) for TOML/JSON."""
-    out = dataclasses.asdict(config)
-    out["betas"] = list(config.betas)
-    return out
-
-
 @dataclass(frozen=True)
-class TrainConfig:
-    """Every hyper-parameter of a training run (saved as the run's config.toml)."""
+class RunConfig:
+    """The settings every run has, training or pretraining, each checked once here.
 
-    model: str = "cnn"
+    The model, the optimiser's basics and run control; :class:`TrainConfig`
+    and :class:`PretrainConfig` add their own and set their own defaults.
+    """
+
+    what: ClassVar[str] = "run"
+    """How error messages name the settings (``invalid training setting: ...``)."""
+
+    model: str = ""
     model_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 150
-    batch_size: int = 32
-    optimizer: str = "adam"
+    epochs: int = 1
+    batch_size: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    scheduler: str = "plateau"
-    warmup_steps: int = 0
-    restart_epochs: int = 10
-    restart_mult: int = 2
-    min_lr: float = 1e-6
-    plateau_factor: float = 0.5
-    plateau_patience: int = 10
+    min_lr: float = 0.0
     grad_clip: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 0.0
-    label_smoothing: float = 0.0
-    class_weighted: bool = True
-    select_metric: str = "macro_f1"
-    patience: int = 0
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
@@ -126,6 +107,63 @@ class TrainConfig:
     max_steps: int = 0
     time_limit: float = 0.0
     checkpoint_every: int = 0
+
+    def own_checks(self) -> list[_Check]:
+        """The rules of the settings a subclass adds (none here)."""
+        return []
+
+    def run_checks(self) -> list[_Check]:
+        """The rules of the shared settings."""
+        return [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.min_lr >= 0, "min_lr must be >= 0"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)"),
+            _one_of(self.precision, "precision", PRECISIONS),
+            _one_of(self.device, "device", DEVICES),
+            (self.workers >= 0, "workers must be >= 0"),
+            (len(self.betas) == 2, "betas must hold two numbers"),
+        ]
+
+    def validate(self: _C) -> _C:
+        """Reject impossible values with a message that names the setting."""
+        _raise_first_failure(
+            [*self.own_checks(), *self.run_checks(), *_range_checks(self)], self.what
+        )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists) for TOML/JSON."""
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """Every hyper-parameter of a training run (saved as the run's config.toml)."""
+
+    what: ClassVar[str] = "training"
+
+    model: str = "cnn"
+    epochs: int = 150
+    batch_size: int = 32
+    optimizer: str = "adam"
+    min_lr: float = 1e-6
+    scheduler: str = "plateau"
+    warmup_steps: int = 0
+    restart_epochs: int = 10
+    restart_mult: int = 2
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 0.0
+    label_smoothing: float = 0.0
+    class_weighted: bool = True
+    select_metric: str = "macro_f1"
+    patience: int = 0
     init: str | None = None
     layer_decay: float = 1.0
     linear_probe: bool = False
@@ -138,32 +176,21 @@ class TrainConfig:
     """Validate and keep as ``best`` an EMA of the weights with this decay per step (0 = off)."""
     recipe: str = "default"
 
-    def validate(self) -> TrainConfig:
-        """Reject impossible values with a message that names the setting."""
-        checks = [
-            *_shared_checks(self, "epochs", "batch_size", "lr"),
+    def own_checks(self) -> list[_Check]:
+        return [
             _one_of(self.optimizer, "optimizer", OPTIMIZERS),
             _one_of(self.scheduler, "scheduler", SCHEDULERS),
             _one_of(self.select_metric, "select_metric", SELECT_METRICS),
-            *_shared_checks(self, "precision", "device"),
             (0.0 <= self.mix_prob <= 1.0, "mix_prob must be within [0, 1]"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be within [0, 1)"),
             (0.0 <= self.mix_back <= 1.0, "mix_back must be within [0, 1]"),
-            *_shared_checks(self, "grad_clip", "workers"),
             (self.restart_epochs >= 1, "restart_epochs must be >= 1"),
             (self.restart_mult >= 1, "restart_mult must be >= 1"),
-            *_shared_checks(self, "betas"),
             (0.0 < self.layer_decay <= 1.0, "layer_decay must be within (0, 1] (1 = off)"),
             _one_of(self.crop, "crop", CROPS),
             _one_of(self.val_windows, "val_windows", VAL_WINDOWS),
             _one_of(self.recipe, "recipe", RECIPE_NAMES),
         ]
-        _raise_first_failure([*checks, *_range_checks(self)], "training")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples as lists) for TOML/JSON."""
-        return _config_dict(self)
 
     def to_toml(self) -> str:
         """The resolved config as TOML, loadable again with ``--config``."""
@@ -266,7 +293,7 @@ PRETRAIN_MASK_MODES = ("unstructured", "time", "frequency", "time_frequency")
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(RunConfig):
     """Every setting of a masked-autoencoder pretraining run (``task = "pretrain"``).
 
     Defaults follow AudioMAE (AdamW, betas 0.9/0.95, weight decay 0.05, 80 %
@@ -276,53 +303,32 @@ class PretrainConfig:
     to move a ViT in 32 epochs, so 2e-4 is used as is (docs/pretraining.md).
     """
 
+    what: ClassVar[str] = "pretraining"
+
     model: str = "audiomae"
-    model_args: dict[str, Any] = field(default_factory=dict)
-    mask_ratio: float = 0.8
-    mask_mode: str = "unstructured"
-    norm_pix_loss: bool = True
     epochs: int = 32
     batch_size: int = 16
     lr: float = 2e-4
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
+    mask_ratio: float = 0.8
+    mask_mode: str = "unstructured"
+    norm_pix_loss: bool = True
     warmup_epochs: float = 3.0
-    min_lr: float = 0.0
-    grad_clip: float = 0.0
     val_fraction: float = 0.1
     figure_every: int = 5
     figure_clips: int = 4
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    precision: str = "auto"
-    workers: int = 0
-    max_steps: int = 0
-    time_limit: float = 0.0
-    checkpoint_every: int = 0
 
-    def validate(self) -> PretrainConfig:
-        """Reject impossible values with a message that names the setting."""
-        checks = [
+    def own_checks(self) -> list[_Check]:
+        return [
             (_pretrainable(self.model), f"the {self.model} encoder cannot be pretrained"),
             (0.0 < self.mask_ratio < 1.0, "mask_ratio must be within (0, 1)"),
             _one_of(self.mask_mode, "mask_mode", PRETRAIN_MASK_MODES),
-            *_shared_checks(self, "epochs", "batch_size", "lr"),
-            (self.min_lr >= 0, "min_lr must be >= 0"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
-            *_shared_checks(self, "grad_clip"),
             (0.0 <= self.val_fraction < 1.0, "val_fraction must be within [0, 1)"),
             (self.figure_every >= 0, "figure_every must be >= 0 (0 = only at the end)"),
             (1 <= self.figure_clips <= 8, "figure_clips must be within 1..8"),
-            *_shared_checks(self, "precision", "device", "workers", "betas"),
         ]
-        _raise_first_failure([*checks, *_range_checks(self)], "pretraining")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples as lists) for TOML/JSON."""
-        return _config_dict(self)
 
 
 def resolve_pretrain_config(

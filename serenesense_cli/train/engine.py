@@ -14,41 +14,43 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from serenesense_cli.config import load_toml, merge_config
 from serenesense_cli.data.cache import PreparedSet, open_prepared
 from serenesense_cli.errors import BadInputError, ConfigError, DataSetError
 from serenesense_cli.evaluate.metrics import basic_metrics
-from serenesense_cli.fileio import write_text_atomic
 from serenesense_cli.models import create_model, models_where
 from serenesense_cli.models.registry import AudioClassifier, count_parameters
-from serenesense_cli.paths import DEFAULT_RUNS_DIR, new_run_dir
+from serenesense_cli.paths import DEFAULT_RUNS_DIR
 from serenesense_cli.progress import ProgressCallback
 from serenesense_cli.train import distributed as dist_utils
+from serenesense_cli.train import setup
 from serenesense_cli.train.checkpoint import load_last_weights, load_training_state
-from serenesense_cli.train.config import TrainConfig, recipe, resolve_train_config
+from serenesense_cli.train.config import (
+    TrainConfig,
+    recipe,
+    require_data,
+    resolve_train_config,
+)
 from serenesense_cli.train.data import ClipDataset, ValidationWindows, class_weights, epoch_data
 from serenesense_cli.train.history import read_history
-from serenesense_cli.train.loop import EpochLoop, EpochTask, RunWeights, seed_everything
+from serenesense_cli.train.loop import (
+    EpochLoop,
+    EpochTask,
+    RunResult,
+    run_totals,
+    seed_everything,
+)
 from serenesense_cli.train.schedules import (
     WARMUP_SCHEDULERS,
     build_scheduler,
     effective_warmup,
-)
-from serenesense_cli.train.setup import (
-    NORMALIZATION_CLIPS,
-    autocast_context,
-    decays,
-    set_deterministic,
-    weight_decay_groups,
 )
 from serenesense_cli.train.stopping import StopRequest, stop_reason
 
@@ -69,23 +71,12 @@ HISTORY_COLUMNS = (
 (un-mixed) labels, also in batches where mixup/CutMix mixed the inputs."""
 
 
-@dataclass
-class TrainResult(RunWeights):
-    """What a finished (or stopped) run produced."""
+@dataclass(kw_only=True)
+class TrainResult(RunResult):
+    """What a finished (or stopped) training run produced."""
 
-    run_dir: Path
-    stopped: str
-    epochs_completed: int
-    global_step: int
     select_metric: str
-    best_epoch: int | None
     best_score: float | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    parameters: int = 0
-    seconds: float = 0.0
-    device: str = "cpu"
-    world_size: int = 1
-    notes: list[str] = field(default_factory=list)
 
 
 def _check_prepared(prepared: PreparedSet) -> tuple[list[int], list[int]]:
@@ -119,23 +110,14 @@ def _score(metrics: dict[str, float], select: str) -> float:
 def _normalization_stats(
     model: AudioClassifier, prepared: PreparedSet, indices: list[int], seed: int
 ) -> tuple[float, float] | None:
-    """Data-set mean/std of the log-mel (AudioMAE), from up to 256 training clips."""
+    """Data-set mean/std of the log-mel (AudioMAE), from a sample of the training clips."""
     frontend = model.frontend
     if not hasattr(frontend, "set_normalization"):
         return None
-    from serenesense_cli.audio.features import compute_normalization_stats
-
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.permutation(indices)[:NORMALIZATION_CLIPS].tolist())
-    dataset = ClipDataset(prepared, chosen, clip_samples=model.clip_samples, train=False)
-    batches = (
-        torch.stack([dataset[i][0] for i in range(s, min(s + 16, len(dataset)))])
-        for s in range(0, len(dataset), 16)
-    )
-    frontend.set_normalization(0.0, 1.0)
-    mean, std = compute_normalization_stats(frontend, batches)
+    dataset = ClipDataset(prepared, indices, clip_samples=model.clip_samples, train=False)
+    mean, std = setup.measure_normalization(frontend, lambda i: dataset[i][0], len(dataset), seed)
     frontend.set_normalization(mean, std)
-    return float(mean), float(std)
+    return mean, std
 
 
 @torch.no_grad()
@@ -163,7 +145,7 @@ def validate(
     prob_sums = torch.zeros(labels.numel(), num_classes)
     counts = torch.zeros(labels.numel())
     for waves, _targets, positions in loader:
-        with autocast_context(device, precision):
+        with setup.autocast_context(device, precision):
             logits = model(waves.to(device))
         prob_sums.index_add_(0, positions, torch.softmax(logits.float(), dim=1).cpu())
         counts.index_add_(0, positions, torch.ones(positions.numel()))
@@ -194,44 +176,36 @@ def train(
     new run; ``resume`` continues a run folder, with ``overrides`` (e.g. more
     epochs) applied on top of its saved config.
     """
-    return dist_utils.launch(
+    return setup.launch_run(
         _train,
-        (config.device if config else (overrides or {}).get("device", "auto")) or "auto",
-        on_progress,
+        config=config,
+        runs_dir=runs_dir,
+        name=name,
+        resume=resume,
+        overrides=overrides,
+        on_progress=on_progress,
         data=Path(data) if data is not None else None,
         model_name=model,
-        config=config,
-        runs_dir=Path(runs_dir),
-        name=name,
-        resume=Path(resume) if resume is not None else None,
-        overrides=dict(overrides or {}),
     )
 
 
 def _resolve_resume_config(resume: Path, overrides: dict[str, Any]) -> tuple[TrainConfig, Path]:
-    config_path = resume / "config.toml"
-    if not resume.is_dir() or not config_path.is_file():
-        raise BadInputError(
-            f"{resume}: not a training run folder (no config.toml)",
-            hint="pass the folder printed by `serenesense train`",
-        )
-    values = load_toml(config_path)
+    values = setup.read_run_config(resume, command="train")
     data_dir = values.pop("data", None)
     if not data_dir:
-        raise BadInputError(f"{config_path}: no `data` entry; pass --data")
+        raise BadInputError(f"{resume / 'config.toml'}: no `data` entry; pass --data")
     model_name = str(values.pop("model", ""))
-    model_args = values.pop("model_args", {}) or {}
     # Runs saved before recipes had names used the reference pipeline.
     saved_recipe = str(values.get("recipe", "default" if "crop" in values else "reference"))
     try:
         base = recipe(model_name, saved_recipe)
     except ConfigError:
         base = recipe(model_name)
-    config = merge_config(base, values, where=str(config_path))
-    if overrides:
-        config = merge_config(config, overrides, where="command line")
-    config = dataclasses.replace(config, model=model_name, model_args=dict(model_args))
-    return config.validate(), Path(data_dir)
+    config = setup.resumed_config(base, values, overrides, where=str(resume / "config.toml"))
+    return dataclasses.replace(config, model=model_name).validate(), Path(data_dir)
+
+
+CONFIG_HEADER = "Resolved training config (recipe < --config < flags); reusable with --config."
 
 
 def _train(
@@ -240,15 +214,13 @@ def _train(
     data: Path | None,
     model_name: str | None,
     config: TrainConfig | None,
-    runs_dir: Path,
-    name: str | None,
-    resume: Path | None,
-    overrides: dict[str, Any],
+    start: setup.RunStart,
     on_progress: ProgressCallback | None,
 ) -> TrainResult:
     started = time.perf_counter()
     notes: list[str] = []
     resume_state: dict[str, Any] | None = None
+    resume, overrides = start.resume, start.overrides
     if resume is not None:
         config, saved_data = _resolve_resume_config(resume, overrides)
         if model_name is not None and model_name != config.model:
@@ -265,12 +237,11 @@ def _train(
             if model_name is None:
                 raise BadInputError("no model given")
             config = resolve_train_config(model_name, overrides=overrides)
-        if data is None:
-            raise BadInputError("no data set given", hint="pass --data DIR (a prepared set)")
+        require_data(data, "train")
         run_dir = None  # created below, once the inputs are known to be good
     assert config is not None and data is not None
 
-    set_deterministic(config.deterministic)
+    setup.set_deterministic(config.deterministic)
     device = context.device
     seed_everything(config.seed, 0)
 
@@ -301,15 +272,11 @@ def _train(
             )
 
     if run_dir is None:
-        run_dir = new_run_dir(runs_dir, "train", name or config.model) if context.is_main else None
-        run_dir = dist_utils.broadcast_object(run_dir, context)
-    assert run_dir is not None
-    weights_dir = run_dir / "weights"
-    if context.is_main:
-        weights_dir.mkdir(parents=True, exist_ok=True)
-        saved = config.to_dict()
-        saved["data"] = str(Path(data).resolve())
-        write_text_atomic(run_dir / "config.toml", _config_toml(saved))
+        run_dir = setup.create_run_folder(
+            start.runs_dir, "train", start.name or config.model, context
+        )
+    saved = {**config.to_dict(), "data": str(Path(data).resolve())}
+    setup.write_run_config(run_dir, saved, CONFIG_HEADER, context)
 
     if config.linear_probe:
         freeze_encoder(net)
@@ -396,21 +363,10 @@ def _train(
         notes.append(f"resumed at epoch {loop.state.epoch + 1}, step {loop.state.global_step}")
     state = loop.run()
 
-    return TrainResult(
-        run_dir=run_dir,
-        stopped=state.stopped,
-        epochs_completed=state.epoch,
-        global_step=state.global_step,
-        select_metric=config.select_metric,
-        best_epoch=state.best_epoch,
-        best_score=state.best,
-        history=state.history,
-        parameters=parameters,
-        seconds=time.perf_counter() - started,
-        device=str(device),
-        world_size=context.world,
-        notes=notes,
+    totals = run_totals(
+        state, run_dir=run_dir, started=started, context=context, parameters=parameters, notes=notes
     )
+    return TrainResult(**totals, select_metric=config.select_metric, best_score=state.best)
 
 
 @dataclass
@@ -542,13 +498,6 @@ class _ClassifierTask(EpochTask):
         self.since_best = int(state.get("since_best", 0))
 
 
-def _config_toml(values: dict[str, Any]) -> str:
-    from serenesense_cli.config import to_toml
-
-    header = "# Resolved training config (recipe < --config < flags); reusable with --config.\n"
-    return header + to_toml(values)
-
-
 def _train_step(
     model: nn.Module,
     waves: torch.Tensor,
@@ -559,7 +508,7 @@ def _train_step(
     precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward + loss. Mixup/CutMix act on front-end features inside forward."""
-    with autocast_context(device, precision):
+    with setup.autocast_context(device, precision):
         if mixup is None:
             logits = model(waves)
             loss = criterion(logits.float(), targets)
@@ -666,7 +615,7 @@ def layer_decay_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, 
         if not param.requires_grad:
             continue
         layer = _layer_id(name, num_layers)
-        skip = config.optimizer == "adamw" and not decays(name, param)
+        skip = config.optimizer == "adamw" and not setup.decays(name, param)
         scale = config.layer_decay ** (num_layers + 1 - layer)
         group = groups.setdefault(
             (layer, skip),
@@ -695,7 +644,7 @@ def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optim
             return torch.optim.Adam(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
         return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
     if config.optimizer == "adamw":
-        groups = weight_decay_groups(model, config.weight_decay)
+        groups = setup.weight_decay_groups(model, config.weight_decay)
         return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":

@@ -232,6 +232,7 @@ class EpochLoop:
                     if not self.task.partial_epoch(state.epoch):
                         break
                 self._end_epoch(partial=mid_epoch)
+            self._write_history()  # also when no epoch finished: the file always exists
         except KeyboardInterrupt:
             state.stopped = "interrupted"
             self.task.on_interrupt(state.sums)
@@ -407,10 +408,21 @@ class EpochLoop:
             write_text_atomic(self.run_dir / "history.csv", text)
 
 
-class RunWeights:
-    """``best_weights`` / ``last_weights`` of a run result (the files the loop writes)."""
+@dataclass(kw_only=True)
+class RunResult:
+    """What every finished (or stopped) run produced; training and pretraining add their own."""
 
     run_dir: Path
+    stopped: str
+    epochs_completed: int
+    global_step: int
+    best_epoch: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    parameters: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+    world_size: int = 1
+    notes: list[str] = field(default_factory=list)
 
     @property
     def best_weights(self) -> Path:
@@ -421,4 +433,29 @@ class RunWeights:
         return self.run_dir / "weights" / "last.safetensors"
 
 
-__all__ = ["EpochLoop", "EpochTask", "LoopState", "RunWeights", "seed_everything"]
+def run_totals(
+    state: LoopState,
+    *,
+    run_dir: Path,
+    started: float,
+    context: Any,
+    parameters: int,
+    notes: list[str],
+) -> dict[str, Any]:
+    """The :class:`RunResult` fields of a loop that has run."""
+    return {
+        "run_dir": run_dir,
+        "stopped": state.stopped,
+        "epochs_completed": state.epoch,
+        "global_step": state.global_step,
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "parameters": parameters,
+        "seconds": time.perf_counter() - started,
+        "device": str(context.device),
+        "world_size": context.world,
+        "notes": notes,
+    }
+
+
+__all__ = ["EpochLoop", "EpochTask", "LoopState", "RunResult", "run_totals", "seed_everything"]

@@ -22,7 +22,6 @@ masked autoencoder, model ``audiomae-mae``; best = lowest validation loss),
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -36,26 +35,25 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from serenesense_cli.audio.io import AUDIO_EXTENSIONS, audio_files_in, load_audio
-from serenesense_cli.config import load_toml, merge_config, to_toml
 from serenesense_cli.data import cache
 from serenesense_cli.errors import AudioFileError, BadInputError, DataSetError
-from serenesense_cli.fileio import atomic_path, write_text_atomic
+from serenesense_cli.fileio import atomic_path
 from serenesense_cli.models.mae import MaskedAutoencoder, create_mae
-from serenesense_cli.paths import DEFAULT_RUNS_DIR, new_run_dir
+from serenesense_cli.paths import DEFAULT_RUNS_DIR
 from serenesense_cli.progress import ProgressCallback, report
 from serenesense_cli.train import distributed as dist_utils
+from serenesense_cli.train import setup
 from serenesense_cli.train.checkpoint import load_last_weights, load_training_state
-from serenesense_cli.train.config import PretrainConfig
+from serenesense_cli.train.config import PretrainConfig, require_data
 from serenesense_cli.train.data import ClipDataset, center_start, epoch_data, fit_length
-from serenesense_cli.train.history import history_csv
-from serenesense_cli.train.loop import EpochLoop, EpochTask, RunWeights, seed_everything
-from serenesense_cli.train.schedules import warmup_cosine_restarts_lr
-from serenesense_cli.train.setup import (
-    NORMALIZATION_CLIPS,
-    autocast_context,
-    set_deterministic,
-    weight_decay_groups,
+from serenesense_cli.train.loop import (
+    EpochLoop,
+    EpochTask,
+    RunResult,
+    run_totals,
+    seed_everything,
 )
+from serenesense_cli.train.schedules import warmup_cosine_restarts_lr
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 """Columns of a pretraining run's ``history.csv``."""
@@ -63,26 +61,15 @@ HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 FIGURE_DIR = "figures"
 
 
-@dataclass
-class PretrainResult(RunWeights):
+@dataclass(kw_only=True)
+class PretrainResult(RunResult):
     """What a finished (or stopped) pretraining run produced."""
 
-    run_dir: Path
-    stopped: str
-    epochs_completed: int
-    global_step: int
-    best_epoch: int | None
     best_loss: float | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    parameters: int = 0
     encoder_parameters: int = 0
     train_clips: int = 0
     val_clips: int = 0
     figures: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
-    device: str = "cpu"
-    world_size: int = 1
-    notes: list[str] = field(default_factory=list)
 
 
 # -- data ------------------------------------------------------------------------
@@ -136,8 +123,7 @@ def collect_unlabelled(
     on_progress: ProgressCallback | None = None,
 ) -> UnlabelledData:
     """Open prepared sets and decode plain folders; labels are ignored."""
-    if not paths:
-        raise BadInputError("no data given", hint="pass --data DIR (prepared set or audio folder)")
+    require_data(paths, "pretrain")
     data = UnlabelledData([], [], [], [])
     for raw in paths:
         path = Path(raw)
@@ -248,17 +234,10 @@ class _Clips(Dataset):
 
 
 def _normalization(model: MaskedAutoencoder, clips: _Clips, seed: int) -> tuple[float, float]:
-    """Log-mel mean/std of up to 256 training clips (centred windows)."""
-    from serenesense_cli.audio.features import compute_normalization_stats
-
-    chosen = sorted(np.random.default_rng(seed).permutation(len(clips))[:NORMALIZATION_CLIPS])
-    batches = (
-        torch.stack([clips[int(i)] for i in chosen[s : s + 16]]) for s in range(0, len(chosen), 16)
-    )
-    model.frontend.set_normalization(0.0, 1.0)
-    mean, std = compute_normalization_stats(model.frontend, batches)
+    """Log-mel mean/std of a sample of the training clips (centred windows)."""
+    mean, std = setup.measure_normalization(model.frontend, clips.__getitem__, len(clips), seed)
     model.set_normalization(mean, std)
-    return float(mean), float(std)
+    return mean, std
 
 
 # -- the loop ----------------------------------------------------------------------
@@ -279,38 +258,30 @@ def pretrain(
     A new run needs ``config`` (resolved) and ``data``; ``resume`` continues a
     run folder, with ``overrides`` (e.g. more epochs) on top of its config.
     """
-    return dist_utils.launch(
+    return setup.launch_run(
         _pretrain,
-        (config.device if config else (overrides or {}).get("device")) or "auto",
-        on_progress,
-        data=[Path(p) for p in data] if data else None,
         config=config,
-        runs_dir=Path(runs_dir),
+        runs_dir=runs_dir,
         name=name,
-        resume=Path(resume) if resume is not None else None,
-        overrides=dict(overrides or {}),
+        resume=resume,
+        overrides=overrides,
+        on_progress=on_progress,
+        data=[Path(p) for p in data] if data else None,
     )
 
 
 def _resume_config(resume: Path, overrides: dict[str, Any]) -> tuple[PretrainConfig, list[Path]]:
-    path = resume / "config.toml"
-    if not path.is_file():
-        raise BadInputError(
-            f"{resume}: not a pretraining run folder (no config.toml)",
-            hint="pass the folder printed by `serenesense pretrain`",
-        )
-    values = load_toml(path)
+    values = setup.read_run_config(resume, command="pretrain")
     if values.pop("task", None) != "pretrain":
         raise BadInputError(
             f'{resume}: not a pretraining run (config.toml has no task = "pretrain")',
             hint="resume training runs with `serenesense train --resume`",
         )
     data = [Path(p) for p in values.pop("data", []) or []]
-    model_args = values.pop("model_args", {}) or {}
-    config = merge_config(PretrainConfig(), values, where=str(path))
-    if overrides:
-        config = merge_config(config, overrides, where="command line")
-    return dataclasses.replace(config, model_args=dict(model_args)).validate(), data
+    config = setup.resumed_config(
+        PretrainConfig(), values, overrides, where=str(resume / "config.toml")
+    )
+    return config.validate(), data
 
 
 def _build_model(config: PretrainConfig) -> MaskedAutoencoder:
@@ -323,14 +294,13 @@ def _build_model(config: PretrainConfig) -> MaskedAutoencoder:
 
 def _optimizer(model: nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on norms, biases, tokens and position tables."""
-    groups = weight_decay_groups(model, config.weight_decay)
+    groups = setup.weight_decay_groups(model, config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
 
 
 def warmup_steps_for(config: PretrainConfig, steps_per_epoch: int, total_steps: int) -> int:
     """``warmup_epochs`` of steps, at most a tenth of a short run."""
-    wanted = round(config.warmup_epochs * steps_per_epoch)
-    return min(wanted, max(1, total_steps // 10)) if wanted else 0
+    return setup.capped_warmup(round(config.warmup_epochs * steps_per_epoch), total_steps)
 
 
 def _scheduler(
@@ -353,33 +323,31 @@ def _scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+CONFIG_HEADER = "Resolved pretraining config; reusable with `serenesense pretrain --config`."
+
+
 def _pretrain(
     *,
     context: dist_utils.DistContext,
     data: list[Path] | None,
     config: PretrainConfig | None,
-    runs_dir: Path,
-    name: str | None,
-    resume: Path | None,
-    overrides: dict[str, Any],
+    start: setup.RunStart,
     on_progress: ProgressCallback | None,
 ) -> PretrainResult:
     started = time.perf_counter()
     notes: list[str] = []
     resume_state: dict[str, Any] | None = None
-    run_dir: Path | None = None
-    if resume is not None:
-        config, saved_data = _resume_config(resume, overrides)
+    run_dir = start.resume
+    if run_dir is not None:
+        config, saved_data = _resume_config(run_dir, start.overrides)
         data = data or saved_data
-        run_dir = resume
         resume_state = load_training_state(run_dir / "weights")
     elif config is None:
         raise BadInputError("no pretraining config given")
-    if not data:
-        raise BadInputError("no data given", hint="pass --data DIR (prepared set or audio folder)")
+    require_data(data, "pretrain")
     assert config is not None
 
-    set_deterministic(config.deterministic)
+    setup.set_deterministic(config.deterministic)
     device = context.device
     seed_everything(config.seed, 0)
     unlabelled = collect_unlabelled(
@@ -409,18 +377,12 @@ def _pretrain(
         plain = _Clips(unlabelled.train, clip_samples=clip_samples, train=False, seed=config.seed)
         mean, std = _normalization(model, plain, config.seed)
         notes.append(f"log-mel normalisation from training clips: mean {mean:.3f}, std {std:.3f}")
-        run_dir = (
-            new_run_dir(runs_dir, "pretrain", name or config.model) if context.is_main else None
+        run_dir = setup.create_run_folder(
+            start.runs_dir, "pretrain", start.name or config.model, context
         )
-        run_dir = dist_utils.broadcast_object(run_dir, context)
     assert run_dir is not None
-    weights_dir = run_dir / "weights"
-    if context.is_main:
-        weights_dir.mkdir(parents=True, exist_ok=True)
-        saved: dict[str, Any] = {"task": "pretrain", "data": [str(p.resolve()) for p in data]}
-        saved.update(config.to_dict())
-        header = "# Resolved pretraining config; reusable with `serenesense pretrain --config`.\n"
-        write_text_atomic(run_dir / "config.toml", header + to_toml(saved))
+    saved = {"task": "pretrain", "data": [str(p.resolve()) for p in data], **config.to_dict()}
+    setup.write_run_config(run_dir, saved, CONFIG_HEADER, context)
 
     model.to(device)
     parameters = sum(p.numel() for p in model.parameters())
@@ -460,26 +422,17 @@ def _pretrain(
     if resume_state is not None:
         loop.resume(resume_state)
     state = loop.run()
-    if context.is_main:
-        write_text_atomic(run_dir / "history.csv", history_csv(state.history, HISTORY_COLUMNS))
 
+    totals = run_totals(
+        state, run_dir=run_dir, started=started, context=context, parameters=parameters, notes=notes
+    )
     return PretrainResult(
-        run_dir=run_dir,
-        stopped=state.stopped,
-        epochs_completed=state.epoch,
-        global_step=state.global_step,
-        best_epoch=state.best_epoch,
+        **totals,
         best_loss=state.best,
-        history=state.history,
-        parameters=parameters,
         encoder_parameters=encoder_parameters,
         train_clips=unlabelled.train_clips,
         val_clips=unlabelled.val_clips,
         figures=task.figures,
-        seconds=time.perf_counter() - started,
-        device=str(device),
-        world_size=context.world,
-        notes=notes,
     )
 
 
@@ -523,7 +476,7 @@ class _MaskedTask(EpochTask):
     def forward(self, batch: Any) -> tuple[torch.Tensor, Any]:
         device = self.context.device
         waves = batch.to(device, non_blocking=True)
-        with autocast_context(device, self.config.precision):
+        with setup.autocast_context(device, self.config.precision):
             loss = self.train_model(waves).loss
         return loss, waves.shape[0]
 
@@ -608,7 +561,7 @@ def validate_mae(
     total, loss_sum = 0, 0.0
     for waves in loader:
         waves = waves.to(device)
-        with autocast_context(device, precision):
+        with setup.autocast_context(device, precision):
             out = model(waves, generator=generator)
         loss_sum += float(out.loss) * waves.shape[0]
         total += waves.shape[0]

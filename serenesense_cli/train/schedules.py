@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from serenesense_cli.train.config import TrainConfig
+from serenesense_cli.train.setup import capped_warmup
 
 
 def warmup_cosine_restarts_lr(
@@ -81,15 +82,10 @@ WARMUP_SCHEDULERS = ("warmup_cosine_restarts", "warmup_cosine")
 
 
 def effective_warmup(config: TrainConfig, total_steps: int) -> int:
-    """Warm-up steps actually used: the recipe's, capped at 10 % of a short run.
-
-    The reference's 1,000 warm-up steps are longer than a whole quick CPU run;
-    a run that would never leave warm-up learns nothing, so short runs warm up
-    over a tenth of their steps instead (the run log says so).
-    """
+    """Warm-up steps actually used: the recipe's, capped for short runs (:func:`capped_warmup`)."""
     if config.scheduler not in WARMUP_SCHEDULERS:
         return 0
-    return min(config.warmup_steps, max(1, total_steps // 10)) if total_steps else 0
+    return capped_warmup(config.warmup_steps, total_steps)
 
 
 def build_scheduler(
