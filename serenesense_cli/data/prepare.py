@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -262,6 +262,143 @@ def prepare_dataset(
         )
 
 
+class _Placed(NamedTuple):
+    """Where a kept clip's samples lie in the shards."""
+
+    entry: _Entry
+    shard: str
+    offset: int
+    frames: int
+
+
+@dataclass
+class _Tally:
+    """What the scan and decode steps found, for the summary and skipped.csv."""
+
+    skipped: list[tuple[str, str]]
+    placed: list[_Placed] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    decoded: int = 0
+    reused: int = 0
+
+    def skip(self, path: Path | str, problem: str) -> None:
+        self.skipped.append((str(path), problem))
+
+
+def _scan(
+    loaded: list[Source],
+    previous: dict[tuple[str, int, int], cache.ClipRecord],
+    tally: _Tally,
+    on_progress: ProgressCallback | None,
+) -> list[_Entry]:
+    """Every listed file once, with its size and mtime (and its earlier clip, if unchanged)."""
+    entries: list[_Entry] = []
+    owner: dict[Path, str] = {}
+    listed = sum(len(s.records) for s in loaded)
+    for source in loaded:
+        for i, record in enumerate(source.records):
+            report(on_progress, "scan", len(entries) + len(tally.skipped), listed)
+            if record.path in owner:
+                tally.skip(record.path, f"also listed by source {owner[record.path]}; kept once")
+                continue
+            owner[record.path] = source.name
+            try:
+                stat = record.path.stat()
+            except FileNotFoundError:
+                tally.skip(record.path, "file not found")
+                continue
+            except OSError as error:
+                tally.skip(record.path, f"cannot be read ({error.strerror or error})")
+                continue
+            key = (str(record.path), int(stat.st_size), int(stat.st_mtime_ns))
+            entries.append(_Entry(source, i, key, previous.get(key)))
+    report(on_progress, "scan", listed, listed)
+    if not entries:
+        raise DataSetError(
+            "no audio files found in "
+            + ", ".join(str(s.location) for s in loaded)
+            + (
+                f" ({len(tally.skipped)} listed file(s) missing or unusable)"
+                if tally.skipped
+                else ""
+            ),
+            hint="check the source paths; see `serenesense data prepare --help`",
+        )
+    return entries
+
+
+def _shards_to_compact(root: Path, entries: list[_Entry]) -> set[str]:
+    """Shards mostly emptied by removed or changed files: their clips get rewritten."""
+    live: dict[str, int] = {}
+    for entry in entries:
+        if entry.previous is not None:
+            live[entry.previous.shard] = live.get(entry.previous.shard, 0) + entry.previous.frames
+    compact = set()
+    for shard, frames in live.items():
+        size = (root / cache.AUDIO_DIR / shard).stat().st_size // cache.SHARD_DTYPE.itemsize
+        if size and frames / size < _COMPACT_BELOW:
+            compact.add(shard)
+    return compact
+
+
+class _Placer:
+    """Puts each entry's samples into the shards: kept in place, copied, or decoded."""
+
+    def __init__(self, root: Path, writer: cache.ShardWriter, compact: set[str], tally: _Tally):
+        self.root = root
+        self.writer = writer
+        self.compact = compact
+        self.tally = tally
+        self.maps: dict[str, np.ndarray] = {}
+
+    def reuse(self, entry: _Entry, old: cache.ClipRecord) -> None:
+        """An unchanged file: its earlier samples stay, or move out of a compacted shard."""
+        self.tally.reused += 1
+        if old.shard not in self.compact:
+            self.tally.placed.append(_Placed(entry, old.shard, old.offset, old.frames))
+            return
+        if old.shard not in self.maps:
+            path = self.root / cache.AUDIO_DIR / old.shard
+            self.maps[old.shard] = np.memmap(path, dtype=cache.SHARD_DTYPE, mode="r")
+        samples = np.array(self.maps[old.shard][old.offset : old.offset + old.frames])
+        shard, offset = self.writer.append(samples)
+        self.tally.placed.append(_Placed(entry, shard, offset, int(samples.size)))
+
+    def decode(self, entry: _Entry, min_seconds: float) -> None:
+        """A new or changed file: decode it block by block (skipped with a reason if unusable)."""
+        record = entry.source.records[entry.index]
+        expected = _expected_frames(record.path)
+        if expected > MAX_CLIP_SECONDS * cache.SAMPLE_RATE:
+            self.tally.skip(
+                record.path,
+                f"too long: the header says {expected / cache.SAMPLE_RATE:,.0f} s "
+                f"(at most {MAX_CLIP_SECONDS:,} s per clip; split the recording, "
+                "or run `serenesense detect` on it)",
+            )
+            return
+        clip_notes: list[str] = []
+        try:
+            shard, offset, frames = self.writer.write_clip(
+                _decode_blocks(record.path, clip_notes), expected=expected
+            )
+        except AudioFileError as error:
+            self.tally.skip(record.path, error.problem)
+            return
+        self.tally.notes.extend(clip_notes)
+        self.tally.decoded += 1
+        if frames < max(round(min_seconds * cache.SAMPLE_RATE), 1):
+            self.writer.rollback(offset)
+            self.tally.skip(
+                record.path,
+                f"too short: {frames / cache.SAMPLE_RATE:.3f} s (minimum {min_seconds:g} s)",
+            )
+            return
+        self.tally.placed.append(_Placed(entry, shard, offset, frames))
+
+    def close(self) -> None:
+        self.maps.clear()
+
+
 def _prepare_locked(
     loaded: list[Source],
     classes: tuple[str, ...],
@@ -277,126 +414,37 @@ def _prepare_locked(
     started: float,
 ) -> PrepareResult:
     previous = _previous(root)
-    skipped: list[tuple[str, str]] = [
-        (p.path, p.problem) for source in loaded for p in source.problems
-    ]
-    entries: list[_Entry] = []
-    owner: dict[Path, str] = {}
-    listed = sum(len(s.records) for s in loaded)
-    for source in loaded:
-        for i, record in enumerate(source.records):
-            report(on_progress, "scan", len(entries) + len(skipped), listed)
-            if record.path in owner:
-                skipped.append(
-                    (str(record.path), f"also listed by source {owner[record.path]}; kept once")
-                )
-                continue
-            owner[record.path] = source.name
-            try:
-                stat = record.path.stat()
-            except FileNotFoundError:
-                skipped.append((str(record.path), "file not found"))
-                continue
-            except OSError as error:
-                skipped.append((str(record.path), f"cannot be read ({error.strerror or error})"))
-                continue
-            key = (str(record.path), int(stat.st_size), int(stat.st_mtime_ns))
-            entries.append(_Entry(source, i, key, previous.get(key)))
-    report(on_progress, "scan", listed, listed)
-    if not entries:
-        raise DataSetError(
-            "no audio files found in "
-            + ", ".join(str(s.location) for s in loaded)
-            + (f" ({len(skipped)} listed file(s) missing or unusable)" if skipped else ""),
-            hint="check the source paths; see `serenesense data prepare --help`",
-        )
-
-    # Shards mostly emptied by removed or changed files get compacted.
-    live: dict[str, int] = {}
-    for entry in entries:
-        if entry.previous is not None:
-            live[entry.previous.shard] = live.get(entry.previous.shard, 0) + entry.previous.frames
-    compact = set()
-    for shard, frames in live.items():
-        size = (root / cache.AUDIO_DIR / shard).stat().st_size // cache.SHARD_DTYPE.itemsize
-        if size and frames / size < _COMPACT_BELOW:
-            compact.add(shard)
-
+    tally = _Tally(skipped=[(p.path, p.problem) for source in loaded for p in source.problems])
+    entries = _scan(loaded, previous, tally, on_progress)
     writer = cache.ShardWriter(root / cache.AUDIO_DIR, max_bytes=max_shard_bytes)
-    min_frames = round(min_seconds * cache.SAMPLE_RATE)
-    placed: list[tuple[_Entry, str, int, int]] = []
-    notes: list[str] = []
-    decoded = reused = 0
-    maps: dict[str, np.ndarray] = {}
+    placer = _Placer(root, writer, _shards_to_compact(root, entries), tally)
     try:
         for n, entry in enumerate(entries):
-            record = entry.source.records[entry.index]
-            report(on_progress, "decode", n, len(entries), note=record.relpath)
-            old = entry.previous
-            if old is not None and old.shard not in compact:
-                placed.append((entry, old.shard, old.offset, old.frames))
-                reused += 1
-                continue
-            if old is not None:
-                if old.shard not in maps:
-                    path = root / cache.AUDIO_DIR / old.shard
-                    maps[old.shard] = np.memmap(path, dtype=cache.SHARD_DTYPE, mode="r")
-                samples = np.array(maps[old.shard][old.offset : old.offset + old.frames])
-                reused += 1
-                shard, offset = writer.append(samples)
-                placed.append((entry, shard, offset, int(samples.size)))
-                continue
-            clip_notes: list[str] = []
-            expected = _expected_frames(record.path)
-            if expected > MAX_CLIP_SECONDS * cache.SAMPLE_RATE:
-                skipped.append(
-                    (
-                        str(record.path),
-                        f"too long: the header says {expected / cache.SAMPLE_RATE:,.0f} s "
-                        f"(at most {MAX_CLIP_SECONDS:,} s per clip; split the recording, "
-                        "or run `serenesense detect` on it)",
-                    )
-                )
-                continue
-            try:
-                shard, offset, frames = writer.write_clip(
-                    _decode_blocks(record.path, clip_notes), expected=expected
-                )
-            except AudioFileError as error:
-                skipped.append((str(record.path), error.problem))
-                continue
-            notes.extend(clip_notes)
-            decoded += 1
-            if frames < max(min_frames, 1):
-                writer.rollback(offset)
-                skipped.append(
-                    (
-                        str(record.path),
-                        f"too short: {frames / cache.SAMPLE_RATE:.3f} s "
-                        f"(minimum {min_seconds:g} s)",
-                    )
-                )
-                continue
-            placed.append((entry, shard, offset, frames))
+            note = entry.source.records[entry.index].relpath
+            report(on_progress, "decode", n, len(entries), note=note)
+            if entry.previous is not None:
+                placer.reuse(entry, entry.previous)
+            else:
+                placer.decode(entry, min_seconds)
         report(on_progress, "decode", len(entries), len(entries))
-        maps.clear()
+        placer.close()
         writer.close()
-        if not placed:
+        if not tally.placed:
+            first = tally.skipped[0]
             raise DataSetError(
                 f"no usable audio: all {len(entries)} file(s) were skipped "
-                f"(first problem: {skipped[0][0]}: {skipped[0][1]})",
+                f"(first problem: {first[0]}: {first[1]})",
                 hint="check that the source's files are readable audio; run with --debug "
                 "for details",
             )
         records, split_info = _assign(
             loaded,
             classes,
-            placed,
+            tally.placed,
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             seed=seed,
         )
-        removed = len({r.source_path for r in previous.values()} - {e.key[0] for e, *_ in placed})
         meta = cache.dataset_metadata(
             classes=classes,
             sources=[s.describe() for s in loaded],
@@ -411,46 +459,47 @@ def _prepare_locked(
             created={
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "serenesense": __version__,
-                "decoded": decoded,
-                "reused": reused,
-                "skipped": len(skipped),
+                "decoded": tally.decoded,
+                "reused": tally.reused,
+                "skipped": len(tally.skipped),
             },
         )
-        cache.write_skipped(root / cache.SKIPPED_FILE, skipped)
+        cache.write_skipped(root / cache.SKIPPED_FILE, tally.skipped)
         cache.write_metadata(root, meta)
         cache.write_index(root / cache.INDEX_FILE, records)  # the commit point
     except BaseException:
-        maps.clear()
+        placer.close()
         writer.abort()
         raise
     _collect_garbage(root, {r.shard for r in records})
+    kept = {p.entry.key[0] for p in tally.placed}
     return PrepareResult(
         root=root,
         classes=classes,
-        summary=cache.summarise(records, classes, root=root, skipped=len(skipped)),
-        skipped=tuple(skipped),
-        decoded=decoded,
-        reused=reused,
-        removed=removed,
+        summary=cache.summarise(records, classes, root=root, skipped=len(tally.skipped)),
+        skipped=tuple(tally.skipped),
+        decoded=tally.decoded,
+        reused=tally.reused,
+        removed=len({r.source_path for r in previous.values()} - kept),
         splits=split_info,
         seconds=time.monotonic() - started,
-        notes=tuple(notes),
+        notes=tuple(tally.notes),
     )
 
 
 def _assign(
     loaded: Sequence[Source],
     classes: Sequence[str],
-    placed: Sequence[tuple[_Entry, str, int, int]],
+    placed: Sequence[_Placed],
     *,
     val_fraction: float,
     test_fraction: float,
     seed: int,
 ) -> tuple[list[cache.ClipRecord], dict[str, Any]]:
     """Split each source's kept clips and build the index rows."""
-    by_source: dict[str, list[tuple[_Entry, str, int, int]]] = {}
+    by_source: dict[str, list[_Placed]] = {}
     for item in placed:
-        by_source.setdefault(item[0].source.name, []).append(item)
+        by_source.setdefault(item.entry.source.name, []).append(item)
     label_index = {c: i for i, c in enumerate(classes)}
     records: list[cache.ClipRecord] = []
     reports: dict[str, Any] = {}
@@ -459,7 +508,7 @@ def _assign(
         items = by_source.get(source.name, [])
         if not items:
             continue
-        src = [source.records[e.index] for e, *_ in items]
+        src = [source.records[p.entry.index] for p in items]
         splits, split_report = plan_splits(
             [r.label for r in src],
             [r.group for r in src],

@@ -202,6 +202,114 @@ def parity(
     }
 
 
+def _check_request(
+    model_path: Path, out_path: str | Path | None, opset: int, tolerance: float
+) -> Path:
+    """Refuse impossible settings before any heavy import; the output path."""
+    if opset < MIN_OPSET:
+        raise BadInputError(f"opset {opset} is too old; use {MIN_OPSET} or newer (default 18)")
+    if not tolerance > 0:
+        raise BadInputError(f"tolerance must be positive, not {tolerance!r}")
+    if model_path.suffix.lower() == ".onnx":
+        raise BadInputError(
+            f"{model_path}: already an ONNX model",
+            hint="export takes a training run folder or a .safetensors file",
+        )
+    out = Path(out_path) if out_path is not None else default_onnx_path(model_path)
+    if out.suffix.lower() != ".onnx":
+        raise BadInputError(f"{out}: the output file must end in .onnx")
+    return out
+
+
+def _parity_windows(
+    model_path: Path,
+    meta: dict[str, Any],
+    model: Any,
+    parity_clips: np.ndarray | None,
+    parity_data: str | Path | None,
+    count: int,
+) -> Any:
+    """The clips parity is measured on (see :func:`export_onnx`)."""
+    from serenesense_cli.export.clips import Windows, centred_window, choose_windows
+
+    if parity_clips is not None:
+        array = np.asarray(parity_clips, dtype=np.float32)
+        if array.ndim == 1:
+            array = array[None, :]
+        return Windows(
+            waves=np.stack([centred_window(w, model.clip_samples) for w in array]),
+            source=f"given clips ({len(array)})",
+        )
+    return choose_windows(
+        model_path=model_path,
+        meta=meta,
+        clip_samples=model.clip_samples,
+        sample_rate=model.sample_rate,
+        count=count,
+        data=parity_data,
+        purpose="held_out",
+    )
+
+
+def _export_metadata(
+    loaded: Any, model_path: Path, meta: dict[str, Any], opset: int, frontend_nodes: int
+) -> dict[str, Any]:
+    """What the ONNX file records about its making (``export`` in its metadata)."""
+    import onnx
+    import torch
+
+    from serenesense_cli.export.clips import run_data_path
+    from serenesense_cli.models import get_model_spec
+
+    own = run_data_path(model_path, meta)
+    return {
+        "opset": opset,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "exporter": "torch.onnx.export(dynamo=True)",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": str(loaded.path),
+        "data": str(own.resolve()) if own is not None else None,
+        "frontend_nodes": frontend_nodes,
+        "quantization": None,
+        # what `quantize --mode auto` picks
+        "int8_mode": get_model_spec(str(meta["model"]["name"])).quantization,
+    }
+
+
+def _write_checked(proto: Any, tmp: Path, out: Path) -> None:
+    """Save one self-contained ONNX file and run the full checker on it."""
+    import onnx
+
+    try:
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
+    except ValueError as error:  # protobuf's 2 GB limit
+        raise ExportError(f"{out}: cannot write one ONNX file ({error})") from error
+    try:
+        onnx.checker.check_model(str(tmp), full_check=True)
+    except Exception as error:
+        raise ExportError(f"{out}: onnx.checker rejected the export ({error})") from error
+
+
+def _measure_parity(model: Any, tmp: Path, out: Path, windows: Any, tolerance: float) -> dict:
+    """onnxruntime against torch on ``windows``; a ParityError beyond ``tolerance``."""
+    from serenesense_cli.inference.backends import open_onnx
+
+    backend = open_onnx(tmp)
+    reference = _torch_scores(model, windows.waves)
+    scores = parity(reference, onnx_scores(backend.session, windows.waves))
+    del backend
+    if not scores["max_abs_diff"] <= tolerance:
+        raise ParityError(
+            f"{out}: parity check failed: onnxruntime and torch differ by up to "
+            f"{scores['max_abs_diff']:.3g} in probability (tolerance {tolerance:g}; top-1 "
+            f"agreement {scores['top1_agreement']:.1%} on {len(windows)} clips from "
+            f"{windows.source}); the ONNX file was not written",
+            hint="run again with --debug; report it if the model trains and evaluates well",
+        )
+    return scores
+
+
 def export_onnx(
     model_path: str | Path,
     out_path: str | Path | None = None,
@@ -221,113 +329,41 @@ def export_onnx(
     events; :attr:`ExportResult.parity_source` says which.
     """
     started = time.perf_counter()
-    if opset < MIN_OPSET:
-        raise BadInputError(f"opset {opset} is too old; use {MIN_OPSET} or newer (default 18)")
-    if not tolerance > 0:
-        raise BadInputError(f"tolerance must be positive, not {tolerance!r}")
     model_path = Path(model_path)
-    if model_path.suffix.lower() == ".onnx":
-        raise BadInputError(
-            f"{model_path}: already an ONNX model",
-            hint="export takes a training run folder or a .safetensors file",
-        )
-    out = Path(out_path) if out_path is not None else default_onnx_path(model_path)
-    if out.suffix.lower() != ".onnx":
-        raise BadInputError(f"{out}: the output file must end in .onnx")
+    out = _check_request(model_path, out_path, opset, tolerance)
 
     import onnx
-    import torch
 
     from serenesense_cli.export import graph
-    from serenesense_cli.export.clips import (
-        Windows,
-        centred_window,
-        choose_windows,
-        run_data_path,
-    )
     from serenesense_cli.export.lstm import replace_lstms
     from serenesense_cli.fileio import atomic_path
-    from serenesense_cli.inference.backends import open_onnx
-    from serenesense_cli.models import get_model_spec
     from serenesense_cli.models.artifact import load_model
 
     total = 5
     report(on_progress, "export", 0, total, note="loading the model")
     loaded = load_model(model_path)
     model, meta = loaded.model, dict(loaded.metadata)
-    clip_samples, sample_rate = model.clip_samples, model.sample_rate
     name = str(meta["model"]["name"])
-
-    if parity_clips is not None:
-        array = np.asarray(parity_clips, dtype=np.float32)
-        if array.ndim == 1:
-            array = array[None, :]
-        windows = Windows(
-            waves=np.stack([centred_window(w, clip_samples) for w in array]),
-            source=f"given clips ({len(array)})",
-        )
-    else:
-        windows = choose_windows(
-            model_path=model_path,
-            meta=meta,
-            clip_samples=clip_samples,
-            sample_rate=sample_rate,
-            count=parity_count,
-            data=parity_data,
-            purpose="held_out",
-        )
+    windows = _parity_windows(model_path, meta, model, parity_clips, parity_data, parity_count)
 
     report(on_progress, "export", 1, total, note="exporting (torch dynamo)")
     exportable = _WaveformToScores.build(_export_copy(model))
     replace_lstms(exportable)
-    proto = _export_proto(exportable, clip_samples, opset)
+    proto = _export_proto(exportable, model.clip_samples, opset)
     frontend = graph.frontend_nodes(proto)
-
-    own = run_data_path(model_path, meta)
-    train_data = str(own.resolve()) if own is not None else None
-    meta["export"] = {
-        "opset": opset,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "exporter": "torch.onnx.export(dynamo=True)",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "source": str(loaded.path),
-        "data": train_data,
-        "frontend_nodes": len(frontend),
-        "quantization": None,
-        "int8_mode": get_model_spec(name).quantization,  # what `quantize --mode auto` picks
-    }
+    meta["export"] = _export_metadata(loaded, model_path, meta, opset, len(frontend))
     graph.set_metadata(proto, meta)
     proto.doc_string = (
-        f"serenesense {name}: 16 kHz mono waveform ({clip_samples} samples) -> "
+        f"serenesense {name}: 16 kHz mono waveform ({model.clip_samples} samples) -> "
         f"{len(loaded.classes)} class scores"
     )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        try:
-            onnx.save_model(proto, str(tmp), save_as_external_data=False)
-        except ValueError as error:  # protobuf's 2 GB limit
-            raise ExportError(f"{out}: cannot write one ONNX file ({error})") from error
         report(on_progress, "export", 2, total, note="onnx.checker")
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as error:
-            raise ExportError(f"{out}: onnx.checker rejected the export ({error})") from error
-
+        _write_checked(proto, tmp, out)
         report(on_progress, "export", 3, total, note=f"parity on {len(windows)} clips")
-        backend = open_onnx(tmp)
-        reference = _torch_scores(model, windows.waves)
-        scores = parity(reference, onnx_scores(backend.session, windows.waves))
-        del backend
-        if not scores["max_abs_diff"] <= tolerance:
-            raise ParityError(
-                f"{out}: parity check failed: onnxruntime and torch differ by up to "
-                f"{scores['max_abs_diff']:.3g} in probability (tolerance {tolerance:g}; top-1 "
-                f"agreement {scores['top1_agreement']:.1%} on {len(windows)} clips from "
-                f"{windows.source}); the ONNX file was not written",
-                hint="run again with --debug; report it if the model trains and evaluates well",
-            )
+        scores = _measure_parity(model, tmp, out, windows, tolerance)
         report(on_progress, "export", 4, total, note="writing")
         # Record the parity figures inside the file too.
         meta["export"]["parity"] = {**scores, "clips": len(windows), "source": windows.source}

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -253,6 +253,141 @@ def check_int8_graph(model: Any, fp32_frontend: dict[str, str], path: str | Path
     return {op: n for op, n in counts.items() if op in graph.INTEGER_OPS}
 
 
+class _Plan(NamedTuple):
+    """What the FP32 graph says about how to quantize it."""
+
+    meta: dict[str, Any]
+    model_name: str
+    mode: str
+    frontend: list[str]
+    """Front-end node names: always kept in float."""
+    frontend_ops: dict[str, str]
+    """Their op types, to check that the INT8 graph left them alone."""
+    edges: list[str]
+    """First and last layers kept in float (static mode)."""
+
+
+class _Calibration(NamedTuple):
+    reader: Any
+    source: str | None
+    count: int
+
+
+def _check_paths(onnx_path: str | Path, out_path: str | Path | None) -> tuple[Path, Path]:
+    source = Path(onnx_path)
+    if source.suffix.lower() != ".onnx" or not source.is_file():
+        raise ModelError(
+            f"{source}: not an ONNX file",
+            hint="export first: serenesense export RUN (writes RUN/export/model.onnx)",
+        )
+    out = Path(out_path) if out_path is not None else default_int8_path(source)
+    if out.suffix.lower() != ".onnx":
+        raise BadInputError(f"{out}: the output file must end in .onnx")
+    refuse_input_as_output(out, [source], option="the INT8 output")
+    return source, out
+
+
+def _plan(source: Path, mode: str) -> _Plan:
+    """Read the FP32 model's metadata and front end; choose the mode."""
+    from serenesense_cli.export import graph
+
+    proto = graph.load_model(source)
+    meta = graph.read_metadata(proto)
+    if not meta:
+        raise ModelError(
+            f"{source}: this ONNX model has no serenesense metadata",
+            hint="export models with `serenesense export`",
+        )
+    export = meta.get("export") or {}
+    if export.get("quantization"):
+        raise BadInputError(f"{source}: this model is already quantized")
+    model_name = str((meta.get("model") or {}).get("name", ""))
+    chosen = resolve_mode(mode, model_name, export.get("int8_mode"))
+    frontend = graph.require_frontend_nodes(proto, source)
+    names = set(frontend)
+    frontend_ops = {n.name: n.op_type for n in proto.graph.node if n.name in names}
+    edges = graph.edge_layers(proto, STATIC_OPS, frontend) if chosen == "static" else []
+    return _Plan(meta, model_name, chosen, frontend, frontend_ops, edges)
+
+
+def _calibration(
+    plan: _Plan, source: Path, fp32: Any, calib: str | Path | None, count: int, notes: list[str]
+) -> _Calibration:
+    """Calibration windows for static mode (none for dynamic)."""
+    if plan.mode != "static":
+        return _Calibration(None, None, 0)
+    from serenesense_cli.export.clips import choose_windows
+
+    windows = choose_windows(
+        model_path=source,
+        meta=plan.meta,
+        clip_samples=fp32.clip_samples,
+        sample_rate=fp32.sample_rate,
+        count=count,
+        data=calib,
+        purpose="calibration",
+    )
+    if windows.data is None:
+        notes.append(
+            "static calibration used synthetic events, not recordings: pass --calib DIR "
+            "(a prepared set) for ranges that match real audio"
+        )
+    return _Calibration(_WindowReader(windows.waves), windows.source, len(windows))
+
+
+def _quantize_into(tmp: Path, source: Path, plan: _Plan, calibration: _Calibration) -> dict:
+    """Run onnxruntime's quantizer; its failures become one-line QuantizationErrors."""
+    try:
+        settings = _run_quantizer(
+            plan.mode,
+            source,
+            tmp,
+            excluded=[*plan.frontend, *plan.edges],
+            reader=calibration.reader,
+        )
+    except SereneSenseError:
+        raise
+    except Exception as error:
+        raise QuantizationError(
+            f"{source}: onnxruntime could not quantize this model "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+            hint="run again with --debug; try the other --mode",
+        ) from error
+    if plan.edges:
+        settings["kept_float"] = "front end, first and last layer"
+    return settings
+
+
+def _save_metadata(path: Path, meta: dict[str, Any]) -> None:
+    import onnx
+
+    from serenesense_cli.export import graph
+
+    proto = graph.load_model(path)
+    graph.set_metadata(proto, meta)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+
+
+def _open_int8(tmp: Path, out: Path, classes: int, clip_samples: int) -> Any:
+    """The INT8 model on onnxruntime's CPU provider, proven to load and give valid scores."""
+    from serenesense_cli.inference.backends import open_onnx
+
+    try:
+        int8 = open_onnx(tmp)
+        probe = int8.predict_proba(np.zeros((2, clip_samples), dtype=np.float32))
+    except ModelError as error:
+        raise QuantizationError(
+            f"{out}: the INT8 model does not load on onnxruntime's CPU provider ({error.message})"
+        ) from error
+    except Exception as error:
+        raise QuantizationError(
+            f"{out}: the INT8 model does not run on onnxruntime's CPU provider ({error})"
+        ) from error
+    if probe.shape != (2, classes) or not np.all(np.isfinite(probe)):
+        raise QuantizationError(f"{out}: the INT8 model gives invalid scores")
+    return int8
+
+
 def quantize_onnx(
     onnx_path: str | Path,
     out_path: str | Path | None = None,
@@ -272,20 +407,9 @@ def quantize_onnx(
     ``data`` + ``split``: also measure accuracy / macro-F1 of FP32 and INT8.
     """
     started = time.perf_counter()
-    source = Path(onnx_path)
-    if source.suffix.lower() != ".onnx" or not source.is_file():
-        raise ModelError(
-            f"{source}: not an ONNX file",
-            hint="export first: serenesense export RUN (writes RUN/export/model.onnx)",
-        )
+    source, out = _check_paths(onnx_path, out_path)
     if calib_clips < 1:
         raise BadInputError(f"--calib-clips must be at least 1, not {calib_clips}")
-    out = Path(out_path) if out_path is not None else default_int8_path(source)
-    if out.suffix.lower() != ".onnx":
-        raise BadInputError(f"{out}: the output file must end in .onnx")
-    refuse_input_as_output(out, [source], option="the INT8 output")
-
-    import onnx
 
     from serenesense_cli.export import graph
     from serenesense_cli.export.clips import choose_windows
@@ -295,106 +419,41 @@ def quantize_onnx(
 
     total = 5
     report(on_progress, "quantize", 0, total, note="reading the FP32 model")
-    fp32_proto = graph.load_model(source)
-    meta = graph.read_metadata(fp32_proto)
-    if not meta:
-        raise ModelError(
-            f"{source}: this ONNX model has no serenesense metadata",
-            hint="export models with `serenesense export`",
-        )
-    if (meta.get("export") or {}).get("quantization"):
-        raise BadInputError(f"{source}: this model is already quantized")
-    model_name = str((meta.get("model") or {}).get("name", ""))
-    chosen = resolve_mode(mode, model_name, (meta.get("export") or {}).get("int8_mode"))
-    excluded = graph.require_frontend_nodes(fp32_proto, source)
-    fp32_frontend = {n.name: n.op_type for n in fp32_proto.graph.node if n.name in set(excluded)}
-    edges = graph.edge_layers(fp32_proto, STATIC_OPS, excluded) if chosen == "static" else []
-    del fp32_proto
+    plan = _plan(source, mode)
+    meta = plan.meta
     fp32 = open_onnx(source)
-    clip_samples, sample_rate = fp32.clip_samples, fp32.sample_rate
     notes: list[str] = []
+    report(on_progress, "quantize", 1, total, note="calibration windows")
+    calibration = _calibration(plan, source, fp32, calib, calib_clips, notes)
 
-    reader, calibration, calibration_count = None, None, 0
-    if chosen == "static":
-        report(on_progress, "quantize", 1, total, note="calibration windows")
-        windows = choose_windows(
-            model_path=source,
-            meta=meta,
-            clip_samples=clip_samples,
-            sample_rate=sample_rate,
-            count=calib_clips,
-            data=calib,
-            purpose="calibration",
-        )
-        if windows.data is None:
-            notes.append(
-                "static calibration used synthetic events, not recordings: pass --calib DIR "
-                "(a prepared set) for ranges that match real audio"
-            )
-        reader, calibration, calibration_count = (
-            _WindowReader(windows.waves),
-            windows.source,
-            len(windows),
-        )
-
-    report(on_progress, "quantize", 2, total, note=f"quantizing ({chosen})")
+    report(on_progress, "quantize", 2, total, note=f"quantizing ({plan.mode})")
     with atomic_path(out) as tmp:
-        try:
-            settings = _run_quantizer(
-                chosen, source, tmp, excluded=[*excluded, *edges], reader=reader
-            )
-            if edges:
-                settings["kept_float"] = "front end, first and last layer"
-        except SereneSenseError:
-            raise
-        except Exception as error:
-            raise QuantizationError(
-                f"{source}: onnxruntime could not quantize this model "
-                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
-                hint="run again with --debug; try the other --mode",
-            ) from error
+        settings = _quantize_into(tmp, source, plan, calibration)
 
         report(on_progress, "quantize", 3, total, note="checking the INT8 graph")
-        int8_proto = graph.load_model(tmp)
-        quantized_ops = check_int8_graph(int8_proto, fp32_frontend, out)
+        quantized_ops = check_int8_graph(graph.load_model(tmp), plan.frontend_ops, out)
         if not quantized_ops:
             notes.append("no node was quantized: the INT8 file equals the FP32 model")
-        meta["export"] = dict(meta.get("export") or {})
-        meta["export"]["quantization"] = {
-            "mode": chosen,
+        quantization = {
+            "mode": plan.mode,
             **settings,
-            "calibration": calibration,
-            "calibration_clips": calibration_count,
-            "frontend_nodes_kept_float": len(excluded),
+            "calibration": calibration.source,
+            "calibration_clips": calibration.count,
+            "frontend_nodes_kept_float": len(plan.frontend),
             "fp32_model": source.name,
             "onnxruntime": _ort_version(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        graph.set_metadata(int8_proto, meta)
-        onnx.save_model(int8_proto, str(tmp), save_as_external_data=False)
-        del int8_proto
+        meta["export"] = {**(meta.get("export") or {}), "quantization": quantization}
+        _save_metadata(tmp, meta)  # the backend reads classes and window from it
 
         report(on_progress, "quantize", 4, total, note="loading and running the INT8 model")
-        try:
-            int8 = open_onnx(tmp)
-            probe = int8.predict_proba(np.zeros((2, clip_samples), dtype=np.float32))
-        except ModelError as error:
-            raise QuantizationError(
-                f"{out}: the INT8 model does not load on onnxruntime's CPU provider "
-                f"({error.message})"
-            ) from error
-        except Exception as error:
-            raise QuantizationError(
-                f"{out}: the INT8 model does not run on onnxruntime's CPU provider ({error})"
-            ) from error
-        if probe.shape != (2, len(fp32.classes)) or not np.all(np.isfinite(probe)):
-            raise QuantizationError(f"{out}: the INT8 model gives invalid scores")
-
+        int8 = _open_int8(tmp, out, len(fp32.classes), fp32.clip_samples)
         held_out = choose_windows(
             model_path=source,
             meta=meta,
-            clip_samples=clip_samples,
-            sample_rate=sample_rate,
+            clip_samples=fp32.clip_samples,
+            sample_rate=fp32.sample_rate,
             count=agreement_clips,
             data=data if data is not None else calib,
             split=split if data is not None else None,
@@ -405,41 +464,45 @@ def quantize_onnx(
         measured = None
         if data is not None:
             measured = split_metrics({"fp32": fp32, "int8": int8}, data, split)
-        meta["export"]["quantization"]["top1_agreement"] = scores["top1_agreement"]
-        meta["export"]["quantization"]["agreement_source"] = held_out.source
-        final = graph.load_model(tmp)
-        graph.set_metadata(final, meta)
-        onnx.save_model(final, str(tmp), save_as_external_data=False)
-        del final, int8
+        del int8
+        quantization.update(
+            top1_agreement=scores["top1_agreement"], agreement_source=held_out.source
+        )
+        _save_metadata(tmp, meta)
     report(on_progress, "quantize", total, total, note="done")
 
     result = QuantizeResult(
         path=out,
         source=source,
-        mode=chosen,
-        model_name=model_name,
+        mode=plan.mode,
+        model_name=plan.model_name,
         size_fp32=source.stat().st_size,
         size_int8=out.stat().st_size,
         top1_agreement=scores["top1_agreement"],
         max_abs_diff=scores["max_abs_diff"],
         agreement_clips=len(held_out),
         agreement_source=held_out.source,
-        calibration=calibration,
-        calibration_clips=calibration_count,
-        excluded_nodes=len(excluded),
+        calibration=calibration.source,
+        calibration_clips=calibration.count,
+        excluded_nodes=len(plan.frontend),
         quantized_ops=quantized_ops,
         seconds=time.perf_counter() - started,
         notes=notes,
     )
     if measured is not None:
-        result.data = measured
-        result.accuracy_fp32 = measured["fp32"]["accuracy"]
-        result.accuracy_int8 = measured["int8"]["accuracy"]
-        result.accuracy_change = result.accuracy_int8 - result.accuracy_fp32
-        result.macro_f1_fp32 = measured["fp32"]["macro_f1"]
-        result.macro_f1_int8 = measured["int8"]["macro_f1"]
-        result.macro_f1_change = result.macro_f1_int8 - result.macro_f1_fp32
+        _add_measured(result, measured)
     return result
+
+
+def _add_measured(result: QuantizeResult, measured: dict[str, Any]) -> None:
+    """Accuracy and macro-F1 of both models on a split, and the change."""
+    result.data = measured
+    result.accuracy_fp32 = measured["fp32"]["accuracy"]
+    result.accuracy_int8 = measured["int8"]["accuracy"]
+    result.accuracy_change = result.accuracy_int8 - result.accuracy_fp32
+    result.macro_f1_fp32 = measured["fp32"]["macro_f1"]
+    result.macro_f1_int8 = measured["int8"]["macro_f1"]
+    result.macro_f1_change = result.macro_f1_int8 - result.macro_f1_fp32
 
 
 def _ort_version() -> str:

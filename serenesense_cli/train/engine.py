@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -208,87 +208,87 @@ def _resolve_resume_config(resume: Path, overrides: dict[str, Any]) -> tuple[Tra
 CONFIG_HEADER = "Resolved training config (recipe < --config < flags); reusable with --config."
 
 
-def _train(
-    *,
-    context: dist_utils.DistContext,
-    data: Path | None,
-    model_name: str | None,
-    config: TrainConfig | None,
-    start: setup.RunStart,
-    on_progress: ProgressCallback | None,
-) -> TrainResult:
-    started = time.perf_counter()
-    notes: list[str] = []
-    resume_state: dict[str, Any] | None = None
-    resume, overrides = start.resume, start.overrides
-    if resume is not None:
-        config, saved_data = _resolve_resume_config(resume, overrides)
-        if model_name is not None and model_name != config.model:
-            raise BadInputError(
-                f"{resume}: a {config.model!r} run, not {model_name!r}",
-                hint=f"serenesense train --resume {resume} (the model comes from the run), "
-                f"or start a new {model_name} run",
-            )
-        data = data or saved_data
-        run_dir = resume
-        resume_state = load_training_state(run_dir / "weights")
-    else:
+class _Begin(NamedTuple):
+    """How a run begins: its settings and data, and for a resume its folder and state."""
+
+    config: TrainConfig
+    data: Path
+    run_dir: Path | None
+    """None for a new run (created once the inputs are known to be good)."""
+    resume_state: dict[str, Any] | None
+
+
+def _begin(
+    model_name: str | None, config: TrainConfig | None, data: Path | None, start: setup.RunStart
+) -> _Begin:
+    resume = start.resume
+    if resume is None:
         if config is None:
             if model_name is None:
                 raise BadInputError("no model given")
-            config = resolve_train_config(model_name, overrides=overrides)
+            config = resolve_train_config(model_name, overrides=start.overrides)
         require_data(data, "train")
-        run_dir = None  # created below, once the inputs are known to be good
-    assert config is not None and data is not None
+        assert data is not None
+        return _Begin(config, data, None, None)
+    config, saved_data = _resolve_resume_config(resume, start.overrides)
+    if model_name is not None and model_name != config.model:
+        raise BadInputError(
+            f"{resume}: a {config.model!r} run, not {model_name!r}",
+            hint=f"serenesense train --resume {resume} (the model comes from the run), "
+            f"or start a new {model_name} run",
+        )
+    return _Begin(config, data or saved_data, resume, load_training_state(resume / "weights"))
 
-    setup.set_deterministic(config.deterministic)
-    device = context.device
-    seed_everything(config.seed, 0)
 
-    prepared = open_prepared(data)
-    classes = tuple(prepared.classes)
-    train_idx, val_idx = _check_prepared(prepared)
-
+def _build_network(
+    begin: _Begin, prepared: PreparedSet, train_idx: list[int], notes: list[str]
+) -> tuple[AudioClassifier, TrainConfig]:
+    """The model with its starting weights: resumed, from ``--init``, or fresh (normalised)."""
+    config, classes = begin.config, tuple(prepared.classes)
     init_checkpoint = None
-    if resume_state is None and config.init:
+    if begin.resume_state is None and config.init:
         config, init_checkpoint = _prepare_init(config)
     net = create_model(config.model, num_classes=len(classes), **config.model_args)
     _check_finetune_options(net, config)
-    if resume_state is not None:
-        saved_classes = tuple(resume_state.get("classes", ()))
+    if begin.resume_state is not None:
+        assert begin.run_dir is not None
+        saved_classes = tuple(begin.resume_state.get("classes", ()))
         if saved_classes != classes:
             raise DataSetError(
-                f"{data}: classes {list(classes)} do not match the run's {list(saved_classes)}",
+                f"{begin.data}: classes {list(classes)} do not match the run's "
+                f"{list(saved_classes)}",
                 hint="resume with the data set the run was trained on",
             )
-        net.load_state_dict(load_last_weights(run_dir / "weights"))
-    else:
-        normalized = init_checkpoint is not None and _apply_init(net, init_checkpoint, notes)
-        stats = None if normalized else _normalization_stats(net, prepared, train_idx, config.seed)
-        if stats is not None:
-            notes.append(
-                "log-mel normalisation from training clips: "
-                f"mean {stats[0]:.3f}, std {stats[1]:.3f}"
-            )
-
-    if run_dir is None:
-        run_dir = setup.create_run_folder(
-            start.runs_dir, "train", start.name or config.model, context
+        net.load_state_dict(load_last_weights(begin.run_dir / "weights"))
+        return net, config
+    normalized = init_checkpoint is not None and _apply_init(net, init_checkpoint, notes)
+    stats = None if normalized else _normalization_stats(net, prepared, train_idx, config.seed)
+    if stats is not None:
+        notes.append(
+            f"log-mel normalisation from training clips: mean {stats[0]:.3f}, std {stats[1]:.3f}"
         )
-    saved = {**config.to_dict(), "data": str(Path(data).resolve())}
-    setup.write_run_config(run_dir, saved, CONFIG_HEADER, context)
+    return net, config
 
-    if config.linear_probe:
-        freeze_encoder(net)
-        notes.append("linear probe: encoder frozen, training the head only")
-    net.to(device)
-    parameters = count_parameters(net)
-    train_model = dist_utils.wrap_model(net, context)
 
+class _Feeds(NamedTuple):
+    train_set: ClipDataset
+    data_feed: Any
+    val_loader: DataLoader
+
+
+def _feeds(
+    prepared: PreparedSet,
+    split: tuple[list[int], list[int]],
+    clip_samples: int,
+    config: TrainConfig,
+    context: dist_utils.DistContext,
+) -> _Feeds:
+    """Training crops (resumable sampler) and every validation window."""
+    train_idx, val_idx = split
     train_set = ClipDataset(
         prepared,
         train_idx,
-        clip_samples=net.clip_samples,
+        clip_samples=clip_samples,
         train=True,
         seed=config.seed,
         crop=config.crop,
@@ -296,7 +296,7 @@ def _train(
         mix_back=config.mix_back,
     )
     val_set = ValidationWindows(
-        prepared, val_idx, clip_samples=net.clip_samples, windows=config.val_windows
+        prepared, val_idx, clip_samples=clip_samples, windows=config.val_windows
     )
     data_feed = epoch_data(train_set, config, context)
     # Own generator here too: no loader may draw from the global RNG (resume exactness).
@@ -307,8 +307,13 @@ def _train(
         generator=torch.Generator().manual_seed(config.seed),
         **data_feed.loader_args,
     )
+    return _Feeds(train_set, data_feed, val_loader)
 
-    steps_per_epoch = data_feed.steps_per_epoch
+
+def _optimisation(
+    net: nn.Module, config: TrainConfig, steps_per_epoch: int, started: float, notes: list[str]
+) -> tuple[torch.optim.Optimizer, Any, str]:
+    """AdamW (or the recipe's optimiser) and its schedule, whose progress may follow the clock."""
     total_steps = steps_per_epoch * config.epochs
     optimizer = _build_optimizer(net, config)
     time_fraction = None
@@ -330,36 +335,82 @@ def _train(
             f"warm-up shortened from {config.warmup_steps} to {warmup} steps "
             f"(10% of this run's {total_steps} steps)"
         )
+    return optimizer, scheduler, step_mode
 
-    mixup = _build_mixup(config, len(classes))
-    weights = class_weights(train_set.labels(), len(classes)).to(device)
+
+def _criterion(
+    config: TrainConfig, labels: list[int], num_classes: int, device: torch.device
+) -> tuple[nn.Module, Any]:
+    """The loss, and mixup/CutMix when the recipe mixes (soft targets then)."""
+    mixup = _build_mixup(config, num_classes)
     if mixup is not None:
         from timm.loss import SoftTargetCrossEntropy
 
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    else:
-        criterion = nn.CrossEntropyLoss(
-            weight=weights if config.class_weighted else None,
-            label_smoothing=config.label_smoothing,
-        )
+        return SoftTargetCrossEntropy(), mixup
+    weights = class_weights(labels, num_classes).to(device)
+    criterion = nn.CrossEntropyLoss(
+        weight=weights if config.class_weighted else None,
+        label_smoothing=config.label_smoothing,
+    )
+    return criterion, None
+
+
+def _train(
+    *,
+    context: dist_utils.DistContext,
+    data: Path | None,
+    model_name: str | None,
+    config: TrainConfig | None,
+    start: setup.RunStart,
+    on_progress: ProgressCallback | None,
+) -> TrainResult:
+    started = time.perf_counter()
+    notes: list[str] = []
+    begin = _begin(model_name, config, data, start)
+    setup.set_deterministic(begin.config.deterministic)
+    seed_everything(begin.config.seed, 0)
+
+    prepared = open_prepared(begin.data)
+    classes = tuple(prepared.classes)
+    split = _check_prepared(prepared)
+    net, config = _build_network(begin, prepared, split[0], notes)
+
+    run_dir = begin.run_dir or setup.create_run_folder(
+        start.runs_dir, "train", start.name or config.model, context
+    )
+    saved = {**config.to_dict(), "data": str(Path(begin.data).resolve())}
+    setup.write_run_config(run_dir, saved, CONFIG_HEADER, context)
+
+    if config.linear_probe:
+        freeze_encoder(net)
+        notes.append("linear probe: encoder frozen, training the head only")
+    net.to(context.device)
+    parameters = count_parameters(net)
+    feeds = _feeds(prepared, split, net.clip_samples, config, context)
+    optimizer, scheduler, step_mode = _optimisation(
+        net, config, feeds.data_feed.steps_per_epoch, started, notes
+    )
+    criterion, mixup = _criterion(config, feeds.train_set.labels(), len(classes), context.device)
 
     task = _ClassifierTask(
         config=config,
         context=context,
         model=net,
-        train_model=train_model,
+        train_model=dist_utils.wrap_model(net, context),
         optimizer=optimizer,
         scheduler=scheduler,
         step_mode=step_mode,
         criterion=criterion,
         mixup=mixup,
-        val_loader=val_loader,
+        val_loader=feeds.val_loader,
         class_names=classes,
         started=started,
     )
-    loop = EpochLoop(task, data_feed, run_dir=run_dir, started=started, on_progress=on_progress)
-    if resume_state is not None:
-        loop.resume(resume_state)
+    loop = EpochLoop(
+        task, feeds.data_feed, run_dir=run_dir, started=started, on_progress=on_progress
+    )
+    if begin.resume_state is not None:
+        loop.resume(begin.resume_state)
         notes.append(f"resumed at epoch {loop.state.epoch + 1}, step {loop.state.global_step}")
     state = loop.run()
 
