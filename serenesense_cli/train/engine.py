@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
@@ -27,7 +27,6 @@ from serenesense_cli.errors import BadInputError, ConfigError, DataSetError
 from serenesense_cli.evaluate.metrics import basic_metrics
 from serenesense_cli.models import create_model, models_where
 from serenesense_cli.models.registry import AudioClassifier, count_parameters
-from serenesense_cli.paths import DEFAULT_RUNS_DIR
 from serenesense_cli.progress import ProgressCallback
 from serenesense_cli.train import distributed as dist_utils
 from serenesense_cli.train import setup
@@ -53,6 +52,9 @@ from serenesense_cli.train.schedules import (
     effective_warmup,
 )
 from serenesense_cli.train.stopping import StopRequest, stop_reason
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -164,11 +166,7 @@ def train(
     data: str | Path | None,
     model: str | None = None,
     config: TrainConfig | None = None,
-    runs_dir: str | Path = DEFAULT_RUNS_DIR,
-    name: str | None = None,
-    resume: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    on_progress: ProgressCallback | None = None,
+    **options: Unpack[setup.RunOptions],
 ) -> TrainResult:
     """Train a registered model on a prepared data set; see docs/training.md.
 
@@ -179,11 +177,7 @@ def train(
     return setup.launch_run(
         _train,
         config=config,
-        runs_dir=runs_dir,
-        name=name,
-        resume=resume,
-        overrides=overrides,
-        on_progress=on_progress,
+        options=options,
         data=Path(data) if data is not None else None,
         model_name=model,
     )

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,7 +39,6 @@ from serenesense_cli.data import cache
 from serenesense_cli.errors import AudioFileError, BadInputError, DataSetError
 from serenesense_cli.fileio import atomic_path
 from serenesense_cli.models.mae import MaskedAutoencoder, create_mae
-from serenesense_cli.paths import DEFAULT_RUNS_DIR
 from serenesense_cli.progress import ProgressCallback, report
 from serenesense_cli.train import distributed as dist_utils
 from serenesense_cli.train import setup
@@ -54,6 +53,9 @@ from serenesense_cli.train.loop import (
     seed_everything,
 )
 from serenesense_cli.train.schedules import warmup_cosine_restarts_lr
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 """Columns of a pretraining run's ``history.csv``."""
@@ -247,11 +249,7 @@ def pretrain(
     *,
     data: Sequence[str | Path] | None,
     config: PretrainConfig | None = None,
-    runs_dir: str | Path = DEFAULT_RUNS_DIR,
-    name: str | None = None,
-    resume: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    on_progress: ProgressCallback | None = None,
+    **options: Unpack[setup.RunOptions],
 ) -> PretrainResult:
     """Pretrain the AudioMAE encoder as a masked autoencoder; see docs/pretraining.md.
 
@@ -261,11 +259,7 @@ def pretrain(
     return setup.launch_run(
         _pretrain,
         config=config,
-        runs_dir=runs_dir,
-        name=name,
-        resume=resume,
-        overrides=overrides,
-        on_progress=on_progress,
+        options=options,
         data=[Path(p) for p in data] if data else None,
     )
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ import torch
 from serenesense_cli.config import load_toml, merge_config, to_toml
 from serenesense_cli.errors import BadInputError
 from serenesense_cli.fileio import write_text_atomic
-from serenesense_cli.paths import new_run_dir
+from serenesense_cli.paths import DEFAULT_RUNS_DIR, new_run_dir
 from serenesense_cli.train import distributed as dist_utils
 
 _Config = TypeVar("_Config")
@@ -177,19 +177,36 @@ def resumed_config(
     return dataclasses.replace(config, model_args=dict(model_args))  # type: ignore[type-var]
 
 
+class RunOptions(TypedDict, total=False):
+    """Where a run goes and how it reports: the keyword arguments ``train()`` and
+    ``pretrain()`` share (``runs_dir`` defaults to ``runs``)."""
+
+    runs_dir: str | Path
+    name: str | None
+    """Run folder name (default: the model's); a taken name gets a number."""
+    resume: str | Path | None
+    """A run folder to continue exactly where it stopped."""
+    overrides: dict[str, Any] | None
+    """Settings given now: for a new run (with ``model``), or on top of a resumed run's."""
+    on_progress: Any
+    """A :data:`~serenesense_cli.progress.ProgressCallback`."""
+
+
 def launch_run(
-    body: Callable[..., _Result],
-    *,
-    config: Any,
-    runs_dir: str | Path,
-    name: str | None,
-    resume: str | Path | None,
-    overrides: dict[str, Any] | None,
-    on_progress: Any,
-    **arguments: Any,
+    body: Callable[..., _Result], *, config: Any, options: RunOptions, **arguments: Any
 ) -> _Result:
     """Run ``body(context=, config=, start=, on_progress=, **arguments)`` in the torchrun
     context, on the device the config (or, when resuming, the ``device`` flag) asks for."""
+    unknown = set(options) - set(RunOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    overrides = options.get("overrides")
     device = (config.device if config is not None else (overrides or {}).get("device")) or "auto"
-    start = RunStart.of(runs_dir, name, resume, overrides)
+    start = RunStart.of(
+        options.get("runs_dir", DEFAULT_RUNS_DIR),
+        options.get("name"),
+        options.get("resume"),
+        overrides,
+    )
+    on_progress = options.get("on_progress")
     return dist_utils.launch(body, device, on_progress, config=config, start=start, **arguments)
