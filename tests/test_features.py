@@ -3,6 +3,7 @@ normalisation state, config round trips and ONNX export."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -338,14 +339,21 @@ def test_cuda_matches_cpu() -> None:
 # --- ONNX ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("export_form", [False, True], ids=["stft", "matmul-dft"])
 @pytest.mark.parametrize(
-    "frontend",
-    [LogMel(mean=-4.27, std=4.57), MFCCStack(clip_seconds=4.0)],
+    "make",
+    [lambda: LogMel(mean=-4.27, std=4.57), lambda: MFCCStack(clip_seconds=4.0)],
     ids=["logmel", "mfcc"],
 )
-def test_onnx_export_matches_torch(tmp_path: Path, frontend: nn.Module) -> None:
-    """The dynamo exporter; the TorchScript one cannot export the complex STFT."""
+def test_onnx_export_matches_torch(tmp_path: Path, make, export_form: bool) -> None:
+    """The dynamo exporter (the TorchScript one cannot export the complex STFT),
+    in torchaudio's form and in the export form, both against torch's FFT."""
     ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    frontend = make()
+    reference = nn.Sequential(copy.deepcopy(frontend), SpecAugment()).eval()
+    if export_form:
+        frontend.use_export_form()
     model = nn.Sequential(frontend, SpecAugment()).eval()  # SpecAugment: identity in eval
     n = frontend.clip_samples
     path = tmp_path / "frontend.onnx"
@@ -359,16 +367,54 @@ def test_onnx_export_matches_torch(tmp_path: Path, frontend: nn.Module) -> None:
         output_names=["features"],
         dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("samples")},),
     )
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert ("STFT" in ops) is not export_form and "MatMul" in ops
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
     for batch, length in [(2, n), (3, n - 4321)]:  # dynamic batch and length
         x = torch.randn(batch, length, generator=generator)
         (got,) = session.run(None, {"waveform": x.numpy()})
         with torch.no_grad():
-            expected = model(x).numpy()
+            expected = reference(x).numpy()
         assert got.shape == expected.shape == (batch, *frontend.output_shape)
         span = float(expected.max() - expected.min())
         assert float(np.abs(got - expected).max()) < 1e-3 * span
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        LogMel,  # 1001 frames resized to 128: only the 256 it reads are computed
+        lambda: LogMel(f_min=0.0, target_frames=None, clip_seconds=3.0, hop_length=320),
+        MFCCStack,
+        lambda: MFCCStack(hop_length=500),  # no factor of 1024 divides the hop: direct product
+    ],
+    ids=["logmel-resized", "logmel-native", "mfcc", "mfcc-direct"],
+)
+def test_export_form_equals_torchaudio(make) -> None:
+    """The STFT as small matrix products (fast_stft): the same log-mel as
+    torchaudio's FFT on tones, noise and silence (float32 rounding only),
+    the state dict untouched."""
+    frontend = make().eval()
+    keys = set(frontend.state_dict())
+    n = frontend.clip_samples
+    t = torch.arange(n) / 16_000
+    x = torch.stack(
+        [
+            0.5 * torch.sin(2 * math.pi * 440.0 * t),
+            0.1 * torch.randn(n, generator=torch.Generator().manual_seed(0)),
+            torch.zeros(n),
+        ]
+    )
+    log_mel = getattr(frontend, "log_mel", frontend._log_melspec)  # the resized one for LogMel
+    with torch.no_grad():
+        expected = log_mel(x)
+        frontend.use_export_form()
+        got = log_mel(x)
+    assert got.shape == expected.shape
+    span = float(expected.max() - expected.min())
+    assert float((got - expected).abs().max()) < 1e-3 * span
+    assert set(frontend.state_dict()) == keys  # the basis is not saved with the weights
 
 
 def test_mfcc_dataset_zscore_keeps_the_envelope_and_ignores_the_gain() -> None:

@@ -149,10 +149,42 @@ class _MelFrontend(_ConfigMixin, nn.Module):
             norm=None,
         )
 
+        self.export_form = False
+        """Compute the STFT with matrix products (see :meth:`use_export_form`)."""
+
+    def use_export_form(self, frames: list[int] | None = None) -> None:
+        """Switch to the form exported graphs run: the STFT as small matrix products.
+
+        onnxruntime's ``STFT`` op is slow on the CPU;
+        :class:`~serenesense_cli.audio.fast_stft.WindowedPowerSpectrum`
+        computes the same power spectrum (float32 rounding apart: the parity
+        tests bound it) with the runtime's fastest kernels, and only at
+        ``frames`` (default: all). Training and torch inference keep
+        torchaudio's FFT, which is cheaper in torch.
+        """
+        from serenesense_cli.audio.fast_stft import WindowedPowerSpectrum
+
+        spectrogram = self.melspec.spectrogram
+        self.power_spectrum = WindowedPowerSpectrum(
+            spectrogram.window,
+            hop_length=int(spectrogram.hop_length),
+            length=self.clip_samples,
+            center=bool(spectrogram.center),
+            frames=frames,
+        )
+        self.export_form = True
+
+    def _mel_power(self, x: torch.Tensor) -> torch.Tensor:
+        """Power mel spectrogram ``(B, n_mels, frames)`` of fitted clips ``(B, T)``."""
+        if not self.export_form:
+            return self.melspec(x)
+        power = self.power_spectrum(x)  # (B, frames, bins)
+        return torch.matmul(power, self.melspec.mel_scale.fb).transpose(1, 2)
+
     def _log_melspec(self, waveform: torch.Tensor) -> torch.Tensor:
         """``log(mel + log_floor)`` of the fitted clip: ``(B, n_mels, frames)``."""
         x = fit_to_length(waveform, self.clip_samples)
-        return torch.log(self.melspec(x) + self.log_floor)
+        return torch.log(self._mel_power(x) + self.log_floor)
 
 
 LEVEL_MODES = ("keep", "window")
@@ -282,9 +314,39 @@ class LogMel(_MelFrontend):
             self.mean.fill_(float(mean))
             self.std.fill_(float(std))
 
+    def use_export_form(self, frames: list[int] | None = None) -> None:
+        """As the base class, computing only the frames the time resize reads.
+
+        The bilinear resize (``align_corners=False``) of ``n_frames`` to
+        ``target_frames`` reads two frames per output frame; the export form
+        computes just those and blends them with the same weights, which is
+        the same resize (1001 -> 128 frames: 256 computed).
+        """
+        if frames is not None or self.target_frames in (None, self.n_frames):
+            super().use_export_form(frames)
+            return
+        scale = self.n_frames / self.target_frames
+        source = (torch.arange(self.target_frames, dtype=torch.float64) + 0.5) * scale - 0.5
+        source = source.clamp_min(0.0)
+        lower = source.floor().long()
+        upper = torch.clamp(lower + 1, max=self.n_frames - 1)
+        read = sorted(set(lower.tolist()) | set(upper.tolist()))
+        position = {frame: i for i, frame in enumerate(read)}
+        super().use_export_form(read)
+        for name, value in (
+            ("resize_lower", torch.tensor([position[int(f)] for f in lower])),
+            ("resize_upper", torch.tensor([position[int(f)] for f in upper])),
+            ("resize_weight", (source - lower).to(torch.float32)),
+        ):
+            self.register_buffer(name, value, persistent=False)
+
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """Un-normalised log-mel ``(B, 1, n_mels, frames)``, already resized."""
         features = self._log_melspec(waveform).unsqueeze(1)
+        if self.export_form and hasattr(self, "resize_weight"):
+            low = features.index_select(3, self.resize_lower)
+            high = features.index_select(3, self.resize_upper)
+            return low + (high - low) * self.resize_weight
         if self.target_frames is not None and self.target_frames != self.n_frames:
             features = F.interpolate(
                 features,

@@ -399,11 +399,14 @@ def export_onnx(
 
 
 def _export_copy(model: Any) -> Any:
-    """A deep copy in eval mode, so swapping modules never touches the reference."""
+    """A deep copy in eval mode in its export form, so nothing touches the reference."""
     import copy
 
     try:
         clone = copy.deepcopy(model)
     except Exception as error:  # pragma: no cover - every registered model copies
         raise ModelError(f"cannot copy the model for export ({error})") from error
+    for module in clone.modules():  # the front end's fast exported form (STFT as a Conv1d)
+        if hasattr(module, "use_export_form"):
+            module.use_export_form()
     return clone.eval()

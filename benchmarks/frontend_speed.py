@@ -1,0 +1,205 @@
+"""Where a window's time goes: front end alone, body alone and end to end, per model form.
+
+For each model (untrained weights: latency does not depend on the weight
+values) this exports, in one process:
+
+- the front end alone, twice: torchaudio's graph (onnxruntime ``STFT``) and
+  the export form (the STFT as small matrix products, what
+  ``serenesense export`` now writes), with their largest log-mel difference;
+- the body alone (log-mel features in, logits out);
+- the whole model (waveform in), FP32 and static/dynamic INT8 as
+  ``serenesense quantize --mode auto`` makes it;
+
+and times each in onnxruntime (batch 1, ``--threads``, idle threads
+sleeping) next to torch eager. Prints one Markdown table per model and the
+ratios the performance issue asks for.
+
+    python benchmarks/frontend_speed.py --models melcnn cnn --threads 2 --runs 200
+
+Everything generated goes under ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLASSES = ["communication", "shooting", "footsteps", "shelling", "vehicle", "helicopter", "fighter"]
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _time(call: Any, runs: int, warmup: int = 5) -> float:
+    """p50 milliseconds of ``call()``."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(times)
+
+
+def _export(module: Any, example: Any, path: Path) -> Path:
+    import torch
+
+    program = torch.onnx.export(
+        module, (example,), dynamo=True, input_names=["x"], output_names=["y"], verbose=False
+    )
+    program.save(str(path))
+    return path
+
+
+class _Body:
+    """The model after its front end (features in, logits out)."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        class Body(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, features: torch.Tensor) -> torch.Tensor:
+                return self.inner.classify_features(features)
+
+        self.module = Body(model).eval()
+
+
+def bench_model(name: str, size: str | None, work: Path, threads: int, runs: int) -> dict:
+    import onnxruntime  # noqa: F401  (fail early)
+    import torch
+
+    from serenesense_cli.export.onnx import export_onnx
+    from serenesense_cli.export.quantize import quantize_onnx
+    from serenesense_cli.models import create_model
+    from serenesense_cli.models.artifact import save_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    args = {"size": size} if size else {}
+    model = create_model(name, num_classes=len(CLASSES), **args).eval()
+    tag = f"{name}-{size}" if size else name
+    folder = work / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    wave = torch.from_numpy(
+        (np.random.default_rng(0).standard_normal((1, model.clip_samples)) * 0.1).astype(np.float32)
+    )
+    rows: dict[str, float] = {}
+    info: dict[str, Any] = {"model": tag, "clip_samples": model.clip_samples}
+
+    # Front end alone: torchaudio's graph and the export form.
+    stft_fe = copy.deepcopy(model.frontend).eval()
+    conv_fe = copy.deepcopy(model.frontend).eval()
+    conv_fe.use_export_form()
+    with torch.no_grad():
+        features = model.frontend(wave)
+        info["frontend_max_abs_diff"] = float((conv_fe(wave) - features).abs().max())
+    feeds = {"x": wave.numpy()}
+    for label, module in (
+        ("front end, onnxruntime STFT", stft_fe),
+        ("front end, matmul DFT (export form)", conv_fe),
+    ):
+        session = _session(_export(module, wave, folder / f"{label.split()[-1]}.onnx"), threads)
+        rows[label] = _time(lambda s=session: s.run(None, feeds), runs)
+    with torch.inference_mode():
+        rows["front end, torch eager"] = _time(lambda: model.frontend(wave), runs)
+
+    # Body alone (FP32): features in.
+    body = _Body(model).module
+    body_path = _export(body, features, folder / "body.onnx")
+    body_session = _session(body_path, threads)
+    rows["body, ONNX FP32"] = _time(lambda: body_session.run(None, {"x": features.numpy()}), runs)
+    with torch.inference_mode():
+        rows["body, torch eager"] = _time(lambda: body(features), runs)
+
+    # End to end, as serenesense exports and quantizes it.
+    weights = folder / "model.safetensors"
+    save_model(weights, model, CLASSES)
+    exported = export_onnx(weights, folder / "model.onnx")
+    quantized = quantize_onnx(exported.path, folder / "model.int8.onnx")
+    info["int8_mode"] = quantized.mode
+    info["export_max_abs_diff"] = exported.max_abs_diff
+    for label, path in (
+        ("end to end, ONNX FP32", exported.path),
+        ("end to end, ONNX INT8", quantized.path),
+    ):
+        session = _session(path, threads)
+        input_name = session.get_inputs()[0].name
+        rows[label] = _time(lambda s=session, n=input_name: s.run(None, {n: wave.numpy()}), runs)
+    with torch.inference_mode():
+        rows["end to end, torch eager FP32"] = _time(lambda: model(wave), runs)
+    info["rows"] = rows
+    return info
+
+
+def _table(info: dict) -> str:
+    rows = info["rows"]
+    lines = [
+        f"**{info['model']}** ({info['clip_samples'] / 16000:g} s window; "
+        f"INT8 mode {info['int8_mode']}; front-end log-mel max |d| "
+        f"{info['frontend_max_abs_diff']:.2g}; export parity max |dp| "
+        f"{info['export_max_abs_diff']:.2g})",
+        "",
+        "| what | p50 ms |",
+        "|---|---:|",
+    ]
+    lines += [f"| {label} | {value:.2f} |" for label, value in rows.items()]
+    int8, fp32 = rows["end to end, ONNX INT8"], rows["end to end, ONNX FP32"]
+    fast_front = rows["front end, matmul DFT (export form)"]
+    torch_e2e = rows["end to end, torch eager FP32"]
+    lines += [
+        "",
+        f"- STFT op / matmul DFT front end: "
+        f"{rows['front end, onnxruntime STFT'] / fast_front:.1f}x",
+        f"- front end share of INT8 end to end: {fast_front / int8:.0%}",
+        f"- INT8 / FP32 end to end: {int8 / fp32:.2f}",
+        f"- torch eager / INT8 end to end: {torch_e2e / int8:.1f}x",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["melcnn", "cnn"])
+    parser.add_argument("--size", default=None, help="size variant (audiomae: tiny, small, base)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/serenesense-frontend-bench"))
+    args = parser.parse_args()
+    from serenesense_cli.bench.host import cpu_model, usable_cpus
+
+    print(
+        f"host: {cpu_model()} ({usable_cpus()} usable CPUs); onnxruntime and torch "
+        f"{args.threads} threads, onnxruntime idle threads sleeping"
+    )
+    for name in args.models:
+        info = bench_model(
+            name, args.size if name == "audiomae" else None, args.work, args.threads, args.runs
+        )
+        print()
+        print(_table(info))
+
+
+if __name__ == "__main__":
+    main()
