@@ -102,6 +102,42 @@ def test_block_size_does_not_change_the_result(scene, scene_wav):
 
 
 @dataclass
+class CountingBackend:
+    """EnergyBackend that records the batch of every call."""
+
+    inner: EnergyBackend
+    batches: list[int] = field(default_factory=list)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict_proba(self, waves: np.ndarray) -> np.ndarray:
+        self.batches.append(len(waves))
+        return self.inner.predict_proba(waves)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_batch_size_does_not_change_the_result(scene, scene_wav, batch_size):
+    def run(size):
+        backend = CountingBackend(
+            EnergyBackend(floor_dbfs=scene.background_dbfs, classes=SCENE_CLASSES)
+        )
+        records = list(
+            detect_files([scene_wav], backend=backend, config=DetectConfig(batch_size=size))
+        )
+        scores = [tuple(r.scores) for r in records if isinstance(r, WindowDecision)]
+        events = [(e.class_name, e.start, e.end, e.peak) for e in _closed(records)]
+        return scores, events, backend.batches
+
+    scores, events, batches = run(batch_size)
+    ref_scores, ref_events, _ = run(32)
+    assert events == ref_events and scores == ref_scores
+    assert max(batches) <= batch_size and sum(batches) == len(scores)
+    if batch_size == 64:  # blocks grow to hold a full batch: the 60 s scene in one call
+        assert batches == [len(scores)]
+
+
+@dataclass
 class ConstantBackend:
     """Scores every window the same: cheap, for plumbing tests."""
 
@@ -217,6 +253,20 @@ def test_cli_json_document_with_windows(runner, tiny_model, clip_wav, tmp_path):
     assert failed["status"] == "failed" and "bad.wav" in failed["error"]
     assert doc["summary"]["files"] == 2 and doc["summary"]["failed"] == 1
     assert "bad.wav" in result.stderr
+
+
+def test_cli_batch_size_gives_the_same_windows(runner, tiny_model, clip_wav):
+    def windows(*extra):
+        result = _detect(
+            runner, clip_wav, "--model", tiny_model, "--format", "json", "--windows", *extra
+        )
+        assert result.exit_code == 0, result.output
+        (only,) = json.loads(result.stdout)["files"]
+        return [w["scores"] for w in only["windows"]]
+
+    one = windows("--batch-size", "1")
+    assert one == windows() == windows("-b", "7")
+    assert len(one) == 10
 
 
 def test_cli_csv_and_window_csv(runner, tiny_model, clip_wav):
@@ -361,3 +411,10 @@ def test_cli_needs_a_model_and_an_input(runner, tiny_model, tmp_path):
     assert result.exit_code == 2 and "no audio files found" in result.stderr
     result = _detect(runner, tmp_path, "--model", tmp_path / "nope.onnx")
     assert result.exit_code == 2 and "model not found" in result.stderr
+
+
+def test_cli_batch_default_is_the_detectors():
+    from serenesense_cli.cli import detect as cli_detect
+    from serenesense_cli.detect import detector
+
+    assert cli_detect.DEFAULT_BATCH_SIZE == detector.DEFAULT_BATCH_SIZE == DetectConfig().batch_size

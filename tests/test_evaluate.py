@@ -261,6 +261,15 @@ def test_cli_gain_is_logged_recorded_and_range_checked(runner, tone_run, tone_pr
         assert refused.stderr.startswith("Error: ") or "Usage" in refused.stderr
 
 
+def test_cli_no_spin_is_recorded_with_the_timing(runner, tone_run, tone_prepared, tmp_path):
+    out = tmp_path / "sleep"
+    args = ["evaluate", str(tone_run), "--data", str(tone_prepared), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--no-spin", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    timing = json.loads((out / "metrics.json").read_text())["timing"]
+    assert timing["spin"] is False and timing["threads"] == 1
+
+
 def _export_onnx(run_dir: Path, out_path: Path) -> Path:
     """The project's exporter when present, else a torch.onnx export that follows
     the same convention (input waveform, outputs logits/probabilities, metadata)."""

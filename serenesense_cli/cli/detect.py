@@ -31,6 +31,9 @@ from serenesense_cli.cli._output import (
 )
 from serenesense_cli.limits import COMMANDS
 
+DEFAULT_BATCH_SIZE = 16
+"""detect/detector.py's default, repeated here so --help needs no numpy import."""
+
 _PANEL_INPUT = "Input"
 _PANEL_DECIDE = "Decisions"
 _PANEL_OUTPUT = "Output"
@@ -187,6 +190,16 @@ def detect_command(
             panel=_PANEL_DECIDE,
         ),
     ] = False,
+    batch_size: Annotated[
+        int,
+        _opt(
+            "Windows per model call (files; the results do not depend on it).",
+            "--batch-size",
+            "-b",
+            panel=_PANEL_INPUT,
+            callback=within(COMMANDS["batch"]),
+        ),
+    ] = DEFAULT_BATCH_SIZE,
     windows: Annotated[
         bool, _opt("Also output every window's scores.", "--windows", panel=_PANEL_OUTPUT)
     ] = False,
@@ -268,6 +281,7 @@ def detect_command(
         min_event_seconds=min_duration,
         pad_start=pad_start,
         ignore=tuple(ignore or ()),
+        batch_size=batch_size,
     )
     backend = open_backend(model, threads=threads, spin=not no_spin)
     session = DetectSession(backend, config, until=until, source="mic" if mic else "files")

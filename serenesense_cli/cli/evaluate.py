@@ -104,6 +104,14 @@ def evaluate_command(
             callback=within(COMMANDS["threads"]),
         ),
     ] = None,
+    no_spin: Annotated[
+        bool,
+        typer.Option(
+            "--no-spin",
+            help="Idle inference threads sleep instead of spinning (.onnx models): "
+            "steadier on small or busy machines.",
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -150,6 +158,7 @@ def evaluate_command(
             gain_db=gain_db,
             batch_size=batch_size,
             threads=threads,
+            spin=not no_spin,
             out=out,
             on_progress=on_progress,
         )

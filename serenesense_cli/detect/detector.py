@@ -2,7 +2,7 @@
 
 ``Detector.push(block)`` takes audio blocks of any size at the model's sample
 rate; windows are cut by :class:`~serenesense_cli.detect.stream.WindowScheduler`,
-scored by the backend (all windows a block completes in one batch) and
+scored by the backend (the windows a block completes, ``batch_size`` per call) and
 turned into decisions and events by :class:`~serenesense_cli.detect.decisions.Decider`.
 ``finish()`` scores the tail and closes open events. Nothing here knows
 whether the blocks come from a file or a sound card.
@@ -32,6 +32,8 @@ from serenesense_cli.evaluate.windows import check_hop_seconds
 from serenesense_cli.inference.backends import Backend
 
 DEFAULT_HOP_SECONDS = 1.0
+DEFAULT_BATCH_SIZE = 16
+"""Windows per model call: large enough to amortise the runtime's per-call cost."""
 
 Record = WindowDecision | Event
 """What a detector hands out, in stream order."""
@@ -51,6 +53,8 @@ class DetectConfig:
     """Score zero-padded windows from the first hop instead of waiting for a full window."""
     ignore: tuple[str, ...] = ()
     """Classes that never open events (a model's background class)."""
+    batch_size: int = DEFAULT_BATCH_SIZE
+    """Windows per model call at most; the results do not depend on it."""
 
     def rules_for(self, classes: tuple[str, ...]) -> DecisionRules:
         """Check the settings against a model's classes."""
@@ -142,7 +146,15 @@ class Detector:
         if not windows:
             return []
         started = time.perf_counter()
-        probs = np.asarray(self.backend.predict_proba(np.stack([w.samples for w in windows])))
+        size = max(1, int(self.config.batch_size))
+        probs = np.concatenate(
+            [
+                np.asarray(
+                    self.backend.predict_proba(np.stack([w.samples for w in windows[i : i + size]]))
+                )
+                for i in range(0, len(windows), size)
+            ]
+        )
         self.scoring_seconds += time.perf_counter() - started
         self.windows_scored += len(windows)
         sr = self.sample_rate

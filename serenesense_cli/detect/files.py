@@ -93,6 +93,8 @@ def detect_files(
     rules = rules or config.rules_for(tuple(backend.classes))
     files = find_audio_files(paths)
     total = len(files)
+    # A block holds at least one full batch of windows (bounded: batch_size <= 4096).
+    block_seconds = max(block_seconds, config.batch_size * config.hop_seconds)
     for index, path in enumerate(files):
         report(on_progress, "files", index, total, note=path.name)
         detector = Detector(backend, config, source=str(path), rules=rules)

@@ -98,6 +98,7 @@ def evaluate_model(
     gain_db: float = 0.0,
     batch_size: int = 32,
     threads: int | None = None,
+    spin: bool = True,
     out: str | Path | None = None,
     write: bool = True,
     on_progress: ProgressCallback | None = None,
@@ -106,7 +107,8 @@ def evaluate_model(
 
     ``split`` picks a prepared set's split (default ``test``) or, for a raw
     source, the clips it assigns to that split (default: every clip).
-    ``batch_size`` counts windows. ``gain_db`` scales every clip (clipped to
+    ``batch_size`` counts windows; ``spin=False`` lets idle inference
+    threads sleep (onnxruntime models). ``gain_db`` scales every clip (clipped to
     full scale) before scoring, to measure how much a model depends on the
     recording level. Files that cannot be decoded are skipped and listed in
     ``skipped``; the rest are scored.
@@ -122,7 +124,7 @@ def evaluate_model(
             refuse_input_as_output(path, [model, data])
     started = time.perf_counter()
     threads = int(threads) if threads else default_threads()
-    backend = open_backend(model, threads=threads)
+    backend = open_backend(model, threads=threads, spin=spin)
     classes = tuple(backend.classes)
     policy = WindowPolicy(
         sample_rate=int(backend.sample_rate),
@@ -150,6 +152,7 @@ def evaluate_model(
         "wall_seconds": time.perf_counter() - started,
         "batch_windows": batch_size,
         "threads": threads,
+        "spin": spin,
         "host": _host(),
         "note": (
             "wall time of the model calls (predict_proba) per clip, windows batched "
