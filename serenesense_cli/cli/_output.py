@@ -50,14 +50,28 @@ def stderr_console() -> Console:
     return Console(file=sys.stderr, soft_wrap=True)
 
 
+_LIVE_CONSOLES: list[Console] = []
+"""Consoles of the progress displays now running (innermost last)."""
+
+
+def _log_console() -> Console:
+    """The running progress display's console, so a note prints above its bars
+    instead of being glued onto them; else a fresh one on the current stderr."""
+    # While bars run, rich wraps sys.stderr in a proxy that knows the real file.
+    current = getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+    if _LIVE_CONSOLES and _LIVE_CONSOLES[-1].file is current:
+        return _LIVE_CONSOLES[-1]
+    return stderr_console()
+
+
 def log(message: str) -> None:
     """A human-readable note on stderr (never mixed into machine output)."""
-    stderr_console().print(message, highlight=False)
+    _log_console().print(message, highlight=False)
 
 
 def warn(message: str) -> None:
     """A warning on stderr."""
-    stderr_console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    _log_console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
 def emit_json(payload: Any) -> None:
@@ -157,4 +171,8 @@ def progress_bars(*, transient: bool = False) -> Iterator[Any]:
         progress.update(tasks[update.stage], completed=update.done, total=update.total, note=note)
 
     with progress:
-        yield on_progress
+        _LIVE_CONSOLES.append(console)
+        try:
+            yield on_progress
+        finally:
+            _LIVE_CONSOLES.remove(console)
