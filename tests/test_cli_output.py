@@ -40,3 +40,13 @@ def test_log_without_progress_uses_the_current_stderr(monkeypatch):
     monkeypatch.setattr(sys, "stderr", buffer)
     _output.log("plain note")
     assert buffer.getvalue() == "plain note\n"
+
+
+def test_piped_tables_are_not_cut_to_80_columns(monkeypatch):
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buffer)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    long_name = "a_class_name_far_too_long_for_eighty_columns_" * 2
+    rows = [{"class": long_name, "precision": 0.5, "recall": 0.25, "f1": 0.3333, "support": 12}]
+    _output.emit_table(rows, ["class", "precision", "recall", "f1", "support"])
+    assert long_name in buffer.getvalue()

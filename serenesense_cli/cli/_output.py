@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,9 +41,21 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+PIPE_WIDTH = 1000
+"""Columns a table may use when stdout is not a terminal: wide enough that no
+cell is cut (``evaluate ... | cat`` keeps whole class names)."""
+
+
 def stdout_console() -> Console:
-    """A console on the *current* stdout (CliRunner swaps sys.stdout per call)."""
-    return Console(file=sys.stdout, soft_wrap=True)
+    """A console on the *current* stdout (CliRunner swaps sys.stdout per call).
+
+    In a terminal tables fit the screen; in a pipe or a file they are as wide
+    as their content (rich would otherwise assume 80 columns and cut cells).
+    """
+    console = Console(file=sys.stdout, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
 
 
 def stderr_console() -> Console:
