@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from serenesense_cli.errors import ModelError
+from serenesense_cli.errors import BadInputError, ModelError
 from serenesense_cli.inference.backends import ONNX_METADATA_KEY
 
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -176,3 +176,11 @@ def require_frontend_nodes(model: Any, path: str | Path) -> list[str]:
             hint="export the model again with `serenesense export` (torch dynamo exporter)",
         )
     return names
+
+
+def onnx_output_path(out_path: str | Path | None, default: Path) -> Path:
+    """Where an export or quantization writes: ``out_path`` or ``default``, an ``.onnx`` file."""
+    out = Path(out_path) if out_path is not None else default
+    if out.suffix.lower() != ".onnx":
+        raise BadInputError(f"{out}: the output file must end in .onnx")
+    return out

@@ -215,10 +215,9 @@ def _check_request(
             f"{model_path}: already an ONNX model",
             hint="export takes a training run folder or a .safetensors file",
         )
-    out = Path(out_path) if out_path is not None else default_onnx_path(model_path)
-    if out.suffix.lower() != ".onnx":
-        raise BadInputError(f"{out}: the output file must end in .onnx")
-    return out
+    from serenesense_cli.export.graph import onnx_output_path
+
+    return onnx_output_path(out_path, default_onnx_path(model_path))
 
 
 def _parity_windows(

@@ -280,9 +280,9 @@ def _check_paths(onnx_path: str | Path, out_path: str | Path | None) -> tuple[Pa
             f"{source}: not an ONNX file",
             hint="export first: serenesense export RUN (writes RUN/export/model.onnx)",
         )
-    out = Path(out_path) if out_path is not None else default_int8_path(source)
-    if out.suffix.lower() != ".onnx":
-        raise BadInputError(f"{out}: the output file must end in .onnx")
+    from serenesense_cli.export.graph import onnx_output_path
+
+    out = onnx_output_path(out_path, default_int8_path(source))
     refuse_input_as_output(out, [source], option="the INT8 output")
     return source, out
 
