@@ -149,8 +149,8 @@ class _MelFrontend(_ConfigMixin, nn.Module):
             norm=None,
         )
 
-        self.export_form = False
-        """Compute the STFT with matrix products (see :meth:`use_export_form`)."""
+        self.power_spectrum: nn.Module | None = None
+        """Set by :meth:`use_export_form`: the STFT as matrix products."""
 
     def use_export_form(self, frames: list[int] | None = None) -> None:
         """Switch to the form exported graphs run: the STFT as small matrix products.
@@ -172,11 +172,10 @@ class _MelFrontend(_ConfigMixin, nn.Module):
             center=bool(spectrogram.center),
             frames=frames,
         )
-        self.export_form = True
 
     def _mel_power(self, x: torch.Tensor) -> torch.Tensor:
         """Power mel spectrogram ``(B, n_mels, frames)`` of fitted clips ``(B, T)``."""
-        if not self.export_form:
+        if self.power_spectrum is None:
             return self.melspec(x)
         power = self.power_spectrum(x)  # (B, frames, bins)
         return torch.matmul(power, self.melspec.mel_scale.fb).transpose(1, 2)
@@ -293,6 +292,9 @@ class LogMel(_MelFrontend):
         self.level = level
         self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float32))
         self.register_buffer("std", torch.tensor(float(std), dtype=torch.float32))
+        # The export form's time resize from the frames it reads (use_export_form).
+        for name in ("resize_lower", "resize_upper", "resize_weight"):
+            self.register_buffer(name, None, persistent=False)
 
     def config(self) -> dict[str, Any]:
         """All constructor arguments, ``mean``/``std`` as currently set."""
@@ -343,7 +345,7 @@ class LogMel(_MelFrontend):
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """Un-normalised log-mel ``(B, 1, n_mels, frames)``, already resized."""
         features = self._log_melspec(waveform).unsqueeze(1)
-        if self.export_form and hasattr(self, "resize_weight"):
+        if self.resize_weight is not None:  # export form of a time resize
             low = features.index_select(3, self.resize_lower)
             high = features.index_select(3, self.resize_upper)
             return low + (high - low) * self.resize_weight

@@ -113,16 +113,16 @@ class FlagGroup:
     """Marks a parameter that stands for several flags declared once (:func:`shared_flags`)."""
 
     name: str
+    given_only: bool = True
+    """The command gets only the flags given (as :func:`given` makes), else every value."""
 
 
-RunFolder = Annotated[dict[str, Any] | None, FlagGroup("run_folder")]
+RunFolder = Annotated[dict[str, Any] | None, FlagGroup("run_folder", given_only=False)]
 """``--name``, ``--runs-dir``, ``--resume``: the command gets all three values."""
 Optimiser = Annotated[dict[str, Any] | None, FlagGroup("optimiser")]
 """``--epochs``, ``--batch-size``, ``--lr``, ``--weight-decay``: the command gets those given."""
 RunControl = Annotated[dict[str, Any] | None, FlagGroup("run_control")]
 """The :data:`RUN_CONTROL` flags: the command gets those given."""
-
-_GIVEN_ONLY = {"optimiser", "run_control"}
 
 
 def _with_default(text: str, key: str, defaults: dict[str, Any]) -> str:
@@ -176,10 +176,10 @@ def _group_flags(group: str, task: str, defaults: dict[str, Any]) -> list[tuple[
     return [(name, kind, None) for name, kind in RUN_CONTROL.items()]
 
 
-def _group_of(annotation: Any) -> str | None:
+def _group_of(annotation: Any) -> FlagGroup | None:
     for extra in getattr(annotation, "__metadata__", ()):
         if isinstance(extra, FlagGroup):
-            return extra.name
+            return extra
     return None
 
 
@@ -199,14 +199,14 @@ def shared_flags(
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         hints = typing.get_type_hints(command, include_extras=True)
         parameters: list[inspect.Parameter] = []
-        groups: dict[str, list[str]] = {}
+        groups: dict[str, tuple[FlagGroup, list[str]]] = {}
         for param in inspect.signature(command).parameters.values():
             group = _group_of(hints[param.name])
             if group is None:
                 parameters.append(param.replace(annotation=hints[param.name]))
                 continue
-            flags = _group_flags(group, task, values)
-            groups[param.name] = [name for name, _, _ in flags]
+            flags = _group_flags(group.name, task, values)
+            groups[param.name] = (group, [name for name, _, _ in flags])
             parameters.extend(
                 inspect.Parameter(name, param.POSITIONAL_OR_KEYWORD, default=default, annotation=a)
                 for name, a, default in flags
@@ -214,10 +214,9 @@ def shared_flags(
 
         @functools.wraps(command)
         def wrapper(**given_values: Any) -> Any:
-            for param_name, names in groups.items():
+            for param_name, (group, names) in groups.items():
                 chosen = {name: given_values.pop(name) for name in names}
-                group = _group_of(hints[param_name])
-                given_values[param_name] = given(**chosen) if group in _GIVEN_ONLY else chosen
+                given_values[param_name] = given(**chosen) if group.given_only else chosen
             return command(**given_values)
 
         wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

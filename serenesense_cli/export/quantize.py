@@ -358,16 +358,6 @@ def _quantize_into(tmp: Path, source: Path, plan: _Plan, calibration: _Calibrati
     return settings
 
 
-def _save_metadata(path: Path, meta: dict[str, Any]) -> None:
-    import onnx
-
-    from serenesense_cli.export import graph
-
-    proto = graph.load_model(path)
-    graph.set_metadata(proto, meta)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-
-
 def _open_int8(tmp: Path, out: Path, classes: int, clip_samples: int) -> Any:
     """The INT8 model on onnxruntime's CPU provider, proven to load and give valid scores."""
     from serenesense_cli.inference.backends import open_onnx
@@ -411,6 +401,8 @@ def quantize_onnx(
     if calib_clips < 1:
         raise BadInputError(f"--calib-clips must be at least 1, not {calib_clips}")
 
+    import onnx
+
     from serenesense_cli.export import graph
     from serenesense_cli.export.clips import choose_windows
     from serenesense_cli.export.compare import agreement, predict, split_metrics
@@ -431,7 +423,8 @@ def quantize_onnx(
         settings = _quantize_into(tmp, source, plan, calibration)
 
         report(on_progress, "quantize", 3, total, note="checking the INT8 graph")
-        quantized_ops = check_int8_graph(graph.load_model(tmp), plan.frontend_ops, out)
+        int8_proto = graph.load_model(tmp)
+        quantized_ops = check_int8_graph(int8_proto, plan.frontend_ops, out)
         if not quantized_ops:
             notes.append("no node was quantized: the INT8 file equals the FP32 model")
         quantization = {
@@ -444,8 +437,6 @@ def quantize_onnx(
             "onnxruntime": _ort_version(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        meta["export"] = {**(meta.get("export") or {}), "quantization": quantization}
-        _save_metadata(tmp, meta)  # the backend reads classes and window from it
 
         report(on_progress, "quantize", 4, total, note="loading and running the INT8 model")
         int8 = _open_int8(tmp, out, len(fp32.classes), fp32.clip_samples)
@@ -468,7 +459,12 @@ def quantize_onnx(
         quantization.update(
             top1_agreement=scores["top1_agreement"], agreement_source=held_out.source
         )
-        _save_metadata(tmp, meta)
+        # Written once, with the agreement: the quantizer kept the FP32 metadata
+        # (classes, window), which is all the backend above needed to run.
+        meta["export"] = {**(meta.get("export") or {}), "quantization": quantization}
+        graph.set_metadata(int8_proto, meta)
+        onnx.save_model(int8_proto, str(tmp), save_as_external_data=False)
+        del int8_proto
     report(on_progress, "quantize", total, total, note="done")
 
     result = QuantizeResult(

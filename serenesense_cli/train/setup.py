@@ -117,18 +117,6 @@ class RunStart:
     overrides: dict[str, Any] = field(default_factory=dict)
     """Flags given now; on resume they go on top of the run's saved settings."""
 
-    @classmethod
-    def of(
-        cls,
-        runs_dir: str | Path,
-        name: str | None,
-        resume: str | Path | None,
-        overrides: dict[str, Any] | None,
-    ) -> RunStart:
-        """From the public ``train()`` / ``pretrain()`` arguments."""
-        resumed = Path(resume) if resume is not None else None
-        return cls(Path(runs_dir), name, resumed, dict(overrides or {}))
-
 
 def create_run_folder(
     runs_dir: Path, task: str, name: str, context: dist_utils.DistContext
@@ -202,11 +190,12 @@ def launch_run(
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     overrides = options.get("overrides")
     device = (config.device if config is not None else (overrides or {}).get("device")) or "auto"
-    start = RunStart.of(
-        options.get("runs_dir", DEFAULT_RUNS_DIR),
-        options.get("name"),
-        options.get("resume"),
-        overrides,
+    resume = options.get("resume")
+    start = RunStart(
+        runs_dir=Path(options.get("runs_dir", DEFAULT_RUNS_DIR)),
+        name=options.get("name"),
+        resume=Path(resume) if resume is not None else None,
+        overrides=dict(overrides or {}),
     )
     on_progress = options.get("on_progress")
     return dist_utils.launch(body, device, on_progress, config=config, start=start, **arguments)
