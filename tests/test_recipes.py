@@ -83,4 +83,4 @@ def test_cli_recipe_reference_is_saved_with_the_run(runner, tone_prepared, tmp_p
     assert saved["recipe"] == "reference" and saved["crop"] == "random"
     bad = runner.invoke(app, ["train", "cnn", "--data", str(tone_prepared), "--crop", "middle"])
     assert bad.exit_code == 2
-    assert "crop must be one of" in bad.output
+    assert "Invalid value for '--crop': 'middle' is not one of" in bad.output

@@ -57,6 +57,8 @@ class BenchSettings:
     """Let idle worker threads spin (the runtimes' default). ``False``: onnxruntime
     ``allow_spinning=0`` and, for torch in a fresh process, ``OMP_WAIT_POLICY=PASSIVE``;
     fairer on a CPU shared with other jobs or with more threads than cores."""
+    device: str = "cpu"
+    """``--device``: cpu, cuda or auto (the result says where it really ran)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,7 +195,9 @@ def measure_model(
     kind = model_kind(path)
     import_s = _import_runtime(kind)
     started = time.perf_counter()
-    backend = open_backend(path, threads=settings.threads, spin=settings.spin)
+    backend = open_backend(
+        path, threads=settings.threads, spin=settings.spin, device=settings.device
+    )
     load_s = time.perf_counter() - started
 
     meta = backend.metadata or {}
@@ -254,6 +258,8 @@ def measure_model(
         "peak_rss_mb": peak_rss_mb(),
         "threads": settings.threads,
         "spin": settings.spin,
+        "device": getattr(backend, "device", "cpu"),
+        "device_notes": list(getattr(backend, "notes", [])),
         "hop_s": settings.hop_s,
         "rtf": stats["mean"] / 1000.0 / settings.hop_s,
         "sustained": sustained,

@@ -109,6 +109,7 @@ def resolve_settings(
     duration: float | None = None,
     hop: float = 1.0,
     spin: bool = True,
+    device: str = "cpu",
 ) -> BenchSettings:
     """Profile defaults overridden by the values given; checked."""
     from serenesense_cli.bench.host import usable_cpus
@@ -129,12 +130,13 @@ def resolve_settings(
         hop_s=float(hop),
         profile=profile,
         spin=bool(spin),
+        device=device,
     )
     if settings.duration and runs is not None and duration is None:
         settings = replace(settings, duration=0.0)  # --runs given: timed runs, not a duration
     for name, value, low in (
         ("--threads", settings.threads, 1),
-        ("--batch", settings.batch, 1),
+        ("--batch-size", settings.batch, 1),
         ("--warmup", settings.warmup, 0),
         ("--runs", settings.runs, 0),
     ):
@@ -260,6 +262,7 @@ def bench_models(
     budget_ms: float | None = None,
     budget_mb: float | None = None,
     spin: bool = True,
+    device: str = "cpu",
     save: bool = True,
     isolate: bool = True,
     on_progress: ProgressCallback | None = None,
@@ -288,6 +291,7 @@ def bench_models(
         duration=duration,
         hop=hop,
         spin=spin,
+        device=device,
     )
     budget = resolve_budget(profile, budget_ms, budget_mb)
     host = host_info()

@@ -39,6 +39,34 @@ def _print_error(message: str, hint: str | None) -> None:
 class ErrorMappingGroup(TyperGroup):
     """Root group that turns domain errors into messages and exit codes."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from serenesense_cli.cli._help import tidy_group
+
+        tidy_group(self)  # plain value labels in every command's --help
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Usage errors (unknown option, a value not among the choices) as one
+        line plus a hint, like every other error, instead of a framed panel."""
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            _print_error("aborted", None)
+            sys.exit(EXIT_FAILURE)
+        except typer.TyperException as error:  # Typer's own click's usage errors
+            if not standalone_mode or not hasattr(error, "format_message"):
+                raise
+            if type(error).__name__ != "NoArgsIsHelpError":  # the help was shown already
+                ctx = getattr(error, "ctx", None)
+                where = f"see `{ctx.command_path} --help`" if ctx is not None else None
+                _print_error(error.format_message().replace("Value error, ", ""), where)
+            sys.exit(getattr(error, "exit_code", EXIT_BAD_INPUT))
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
@@ -82,7 +110,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=False,
+    add_completion=True,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -120,7 +122,7 @@ def emit_table(
         table.add_column(headers[i] if headers else column, justify="right" if numeric else "left")
     for row in rows:
         # Text(), not markup: cells hold user strings (paths, class names like "[red]").
-        table.add_row(*(Text(_format_cell(row.get(c))) for c in columns))
+        table.add_row(*(Text(format_value(row.get(c), c)) for c in columns))
     stdout_console().print(table)
 
 
@@ -129,24 +131,70 @@ def emit_fields(summary: dict[str, Any], output_format: OutputFormat, *, title: 
     if output_format is OutputFormat.json:
         emit_json(summary)
         return
-    rows = [
-        {"field": key, "value": ", ".join(map(str, value)) if isinstance(value, list) else value}
-        for key, value in summary.items()
-    ]
     if output_format is OutputFormat.csv:
+        rows = [{"field": key, "value": _joined(value)} for key, value in summary.items()]
         emit_csv(rows, ["field", "value"])
-    else:
-        emit_table(rows, ["field", "value"], title=title)
+        return
+    # The table formats each value by its own field's kind (a rate, a time, ...).
+    table = Table(title=title)
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(Text(key), Text(format_value(_joined(value), key)))
+    stdout_console().print(table)
 
 
-def _format_cell(value: Any) -> str:
+def _joined(value: Any) -> Any:
+    return ", ".join(map(str, value)) if isinstance(value, list) else value
+
+
+_RATE_WORDS = ("accuracy", "acc", "f1", "precision", "recall", "agreement", "rate")
+"""Name parts of a column that holds a fraction of 1 (shown as a percentage)."""
+
+
+def value_kind(column: str) -> str:
+    """How a column's numbers read best: ``rate``, ``points``, ``ms``, ``mb`` or ``number``.
+
+    Why: one rule by column name keeps every table (evaluate, quantize, bench,
+    demo, train) formatting the same kind of number the same way, and as the
+    report does (rates as percentages).
+    """
+    parts = column.lower().replace("-", "_").replace(" ", "_").split("_")
+    if parts[-1] == "ms":
+        return "ms"
+    if parts[-1] == "mb":
+        return "mb"
+    if any(part in _RATE_WORDS for part in parts):
+        return "points" if {"change", "delta", "drop"} & set(parts) else "rate"
+    return "number"
+
+
+def format_value(value: Any, column: str = "") -> str:
+    """A table cell: rates as ``94.3%``, their changes as ``-0.4 pp``, times and
+    sizes with three significant digits, other floats with four, integers with
+    thousands separators."""
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
         return f"{value:,}"
-    return str(value)
+    if not isinstance(value, float):
+        return str(value)
+    kind = value_kind(column)
+    if kind == "rate" and -1e-9 <= value <= 1 + 1e-9:
+        return f"{100 * value:.1f}%"
+    if kind == "points":
+        return f"{100 * value:+.1f} pp"
+    return _significant(value, 3 if kind in ("ms", "mb") else 4)
+
+
+def _significant(value: float, digits: int) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if abs(value) >= 10**digits:  # large: no decimals needed
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}g}"
 
 
 def emit_result_path(path: Any) -> None:
@@ -155,11 +203,30 @@ def emit_result_path(path: Any) -> None:
     sys.stdout.flush()
 
 
+class _RunTimeLeft(TimeRemainingColumn):
+    """Rich's time-remaining estimate, or the task's own (``eta_s``) when it sends one.
+
+    A training run knows its ETA better than rich can guess from one bar's
+    recent speed: epochs finish minutes apart and a time limit may end it first.
+    """
+
+    def render(self, task: Any) -> Text:
+        eta = task.fields.get("eta_s")
+        if eta is None or task.finished:
+            return super().render(task)
+        minutes, seconds = divmod(round(eta), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
 @contextmanager
 def progress_bars(*, transient: bool = False) -> Iterator[Any]:
     """A rich progress display on stderr and a callback that feeds it.
 
-    Yields ``on_progress`` for library functions. One bar per ``stage``.
+    Yields ``on_progress`` for library functions. One bar per ``stage``,
+    labelled ``info["label"]`` when given (one bar reused for each epoch);
+    ``info["eta_s"]`` overrides the time-remaining estimate; a stage whose
+    update says ``finished`` disappears (a spinner while validating).
     Disabled (but still a valid callback) when stderr is not a terminal.
     """
     console = stderr_console()
@@ -169,7 +236,7 @@ def progress_bars(*, transient: bool = False) -> Iterator[Any]:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        _RunTimeLeft(),
         TextColumn("{task.fields[note]}"),
         console=console,
         transient=transient,
@@ -178,10 +245,24 @@ def progress_bars(*, transient: bool = False) -> Iterator[Any]:
     tasks: dict[str, Any] = {}
 
     def on_progress(update: ProgressUpdate) -> None:
-        note = str(update.info.get("note", ""))
-        if update.stage not in tasks:
-            tasks[update.stage] = progress.add_task(update.stage, total=update.total, note=note)
-        progress.update(tasks[update.stage], completed=update.done, total=update.total, note=note)
+        info = update.info
+        note = str(info.get("note", ""))
+        label = escape(str(info.get("label", update.stage)))
+        task = tasks.get(update.stage)
+        if info.get("finished"):
+            if task is not None:
+                progress.remove_task(tasks.pop(update.stage))
+            return
+        if task is None:
+            tasks[update.stage] = progress.add_task(
+                label, total=update.total, note=note, eta_s=info.get("eta_s")
+            )
+        elif progress.tasks[_index(progress, task)].description != label:
+            progress.reset(task, total=update.total, description=label)  # the next epoch
+        fields = {"eta_s": info["eta_s"]} if "eta_s" in info else {}
+        progress.update(
+            tasks[update.stage], completed=update.done, total=update.total, note=note, **fields
+        )
 
     with progress:
         _LIVE_CONSOLES.append(console)
@@ -189,3 +270,7 @@ def progress_bars(*, transient: bool = False) -> Iterator[Any]:
             yield on_progress
         finally:
             _LIVE_CONSOLES.remove(console)
+
+
+def _index(progress: Progress, task_id: Any) -> int:
+    return next(i for i, task in enumerate(progress.tasks) if task.id == task_id)

@@ -14,15 +14,26 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._options import option
 from serenesense_cli.limits import TRAINING
+from serenesense_cli.train.config import (
+    CROPS,
+    DEVICES,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRETRAIN_MASK_MODES,
+    RECIPE_NAMES,
+    SCHEDULERS,
+    SELECT_METRICS,
+    VAL_WINDOWS,
+)
 
-PANEL_RECIPE = "Recipe overrides"
+PANEL_RECIPE = "Recipe overrides (default: the model's recipe; train --show-recipe prints it)"
 PANEL_RUN = "Run control"
 
 
@@ -32,7 +43,7 @@ opt = functools.partial(option, panel=PANEL_RECIPE)
 
 Config = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML file of settings (and [model_args])."),
+    typer.Option("--config", "-c", help="TOML file of settings (and \\[model_args])."),
 ]
 Resume = Annotated[
     Path | None,
@@ -53,9 +64,22 @@ Deterministic = Annotated[
         panel=PANEL_RUN,
     ),
 ]
-Device = Annotated[str | None, opt("auto, cpu, cuda or mps.", "--device", panel=PANEL_RUN)]
+# Choices are Literal types: Typer checks them while parsing, before any heavy import.
+OptimizerName = Literal[OPTIMIZERS]
+SchedulerName = Literal[SCHEDULERS]
+CropName = Literal[CROPS]
+ValWindowsName = Literal[VAL_WINDOWS]
+RecipeName = Literal[RECIPE_NAMES]
+SelectMetricName = Literal[SELECT_METRICS]
+MaskModeName = Literal[PRETRAIN_MASK_MODES]
+
+Device = Annotated[
+    Literal[DEVICES] | None,
+    opt("Compute device (auto: cuda, then mps, then cpu).", "--device", panel=PANEL_RUN),
+]
 Precision = Annotated[
-    str | None, opt("auto (bf16 on CUDA), fp32 or bf16.", "--precision", panel=PANEL_RUN)
+    Literal[PRECISIONS] | None,
+    opt("Numeric precision (auto: bf16 on CUDA, else fp32).", "--precision", panel=PANEL_RUN),
 ]
 Workers = Annotated[
     int | None,

@@ -25,13 +25,17 @@ from serenesense_cli.cli._output import (
 class RunProgress:
     """Loop updates -> rich bars, plus one log line per finished epoch.
 
-    ``epoch_head`` renders the task's part of that line (losses, metrics);
-    the learning rate, duration and the ``*`` for a new best follow.
+    One bar for the whole run (epochs done, with the run's own ETA: its pace
+    so far and the time limit) and one for the current epoch's steps, reused
+    each epoch so finished epochs do not pile up; a spinner while validating.
+    ``epoch_head`` renders the task's part of the epoch line (losses,
+    metrics); the learning rate, duration and the ``*`` for a new best follow.
     """
 
     def __init__(self, bars: Any, epoch_head: Callable[[dict[str, Any]], str]) -> None:
         self.bars = bars
         self.epoch_head = epoch_head
+        self.epochs: tuple[int, int | None] = (0, None)
 
     def __call__(self, update: Any) -> None:
         from serenesense_cli.progress import ProgressUpdate
@@ -43,16 +47,23 @@ class RunProgress:
                 f"loss {info['loss']:.4f}  {acc}lr {info['lr']:.2e}  "
                 f"{info['samples_per_s']:.1f} samples/s"
             )
+            label = f"epoch {info['epoch']}"
             self.bars(
-                ProgressUpdate(f"epoch {info['epoch']}", update.done, update.total, {"note": note})
+                ProgressUpdate("steps", update.done, update.total, {"note": note, "label": label})
             )
+            done, total = self.epochs
+            self.bars(ProgressUpdate("epochs", done, total, {"eta_s": info.get("eta_s")}))
             return
         if update.stage == "epochs":
+            self.epochs = (update.done, update.total)
             self.bars(ProgressUpdate("epochs", update.done, update.total, {}))
             row = info.get("row")
             if row:
                 mark = " *" if info.get("improved") else ""
                 log(f"{self.epoch_head(row)} | lr {row['lr']:.2e} | {row['seconds']:.1f}s{mark}")
+            return
+        if update.stage == "validation":
+            self.bars(ProgressUpdate("validating", update.done, update.total, info))
             return
         self.bars(update)  # e.g. decoding audio folders before pretraining
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -25,6 +25,7 @@ from serenesense_cli.cli._output import (
     progress_bars,
     warn,
 )
+from serenesense_cli.inference.devices import INFERENCE_DEVICES
 from serenesense_cli.limits import COMMANDS
 
 _PANEL_RUN = "Measurement (defaults from --profile)"
@@ -108,10 +109,24 @@ def bench_command(
         int | None,
         _opt(
             "Batch for the throughput figure (default 8; pi5: 1).",
-            "--batch",
+            "--batch-size",
+            "-b",
             callback=within(COMMANDS["batch"]),
         ),
     ] = None,
+    batch_old: Annotated[
+        int | None,
+        _opt(
+            "Old spelling of --batch-size.",
+            "--batch",
+            hidden=True,
+            callback=within(COMMANDS["batch"]),
+        ),
+    ] = None,
+    device: Annotated[
+        Literal[INFERENCE_DEVICES],
+        _opt("Compute device (cuda: GPU providers / torch CUDA, else the CPU, said).", "--device"),
+    ] = "cpu",
     runs: Annotated[
         int | None,
         _opt(
@@ -175,7 +190,7 @@ def bench_command(
     """Benchmark models end to end (waveform in, scores out), each in a fresh process.
 
     Reports load time, latency p50/p90/p99/max at batch 1, throughput at
-    --batch, peak RSS, real-time factor (mean latency / --hop) and threads.
+    --batch-size, peak RSS, real-time factor (mean latency / --hop) and threads.
 
     Examples:
 
@@ -192,7 +207,8 @@ def bench_command(
             list(models),
             profile=profile.value,
             threads=threads,
-            batch=batch,
+            batch=batch if batch is not None else batch_old,
+            device=device,
             runs=runs,
             warmup=warmup,
             duration=duration,

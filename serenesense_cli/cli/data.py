@@ -150,6 +150,12 @@ def synth(
 
     For demos and tests without downloading MAD: the sounds are generated, not
     recorded, so accuracy on them says nothing about real recordings.
+
+    Examples:
+
+      serenesense data synth --out synth/
+
+      serenesense data synth --out synth/ --clips-per-class 40 --seed 1 -f json
     """
     from serenesense_cli.data.synth import synthesize_dataset
 
@@ -256,6 +262,14 @@ def prepare(
     Several sources merge into one set (union of their classes). Bad files are
     listed and skipped. Re-running reuses audio already decoded and only
     decodes new or changed files.
+
+    Examples:
+
+      serenesense data prepare MAD_dataset/ --out mad/
+
+      serenesense data prepare my_clips/ other_clips/ --out prepared/ --seed 1
+
+      serenesense data prepare recordings.csv --out prepared/ -f json | jq .skipped
     """
     from serenesense_cli.data.prepare import prepare_dataset
 
@@ -300,7 +314,14 @@ def info(
     path: Annotated[Path, typer.Argument(help="A prepared data set folder.", show_default=False)],
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Show clips and hours per class and split of a prepared set."""
+    """Show clips and hours per class and split of a prepared set.
+
+    Examples:
+
+      serenesense data info mad/
+
+      serenesense data info mad/ -f csv > counts.csv
+    """
     from serenesense_cli.data.cache import open_prepared
 
     prepared = open_prepared(path)

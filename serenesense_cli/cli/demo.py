@@ -45,11 +45,19 @@ def demo_command(
     seed: Annotated[
         int, typer.Option("--seed", help="Seed for data and training.", callback=within(SEED))
     ] = 0,
-    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Summary as a table, JSON or CSV.")
+    ] = OutputFormat.table,
 ) -> None:
     """Synthesise, prepare, train, evaluate, export, quantize, bench, detect, report.
 
     No download needed: the data set and the test recording are synthesised.
+
+    Examples:
+
+      serenesense demo
+
+      serenesense demo --out /tmp/demo --seed 1 -f json | jq .paths.report
     """
     from serenesense_cli.demo import run_demo
 

@@ -64,14 +64,17 @@ def detect_command(
     paths: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Audio files or folders (searched recursively by extension).",
+            help="The model (an .onnx file: onnxruntime, no torch; a run folder or a "
+            ".safetensors file), then audio files or folders (searched recursively by "
+            "extension). With --model, every argument is audio.",
             show_default=False,
+            metavar="MODEL [PATH]...",
         ),
     ] = None,
     model: Annotated[
         Path | None,
         _opt(
-            "Model: an .onnx file (onnxruntime, no torch), a run folder or a .safetensors file.",
+            "The model, given as an option (then the arguments are all audio).",
             "--model",
             "-m",
             panel=_PANEL_INPUT,
@@ -80,10 +83,24 @@ def detect_command(
     mic: Annotated[
         bool, _opt("Listen to a microphone instead of files.", "--mic", panel=_PANEL_INPUT)
     ] = False,
-    device: Annotated[
+    input_device: Annotated[
         str | None,
-        _opt("Input device: a number or part of a name.", "--device", panel=_PANEL_INPUT),
+        _opt(
+            "Sound card for --mic: a number or part of a name (see --list-devices).",
+            "--input-device",
+            panel=_PANEL_INPUT,
+        ),
     ] = None,
+    device: Annotated[
+        str,
+        _opt(
+            "Compute device: cpu, cuda (GPU providers / torch CUDA; the CPU if there is "
+            "none, said in one line) or auto.",
+            "--device",
+            panel=_PANEL_INPUT,
+            metavar="cpu|cuda|auto",
+        ),
+    ] = "cpu",
     duration: Annotated[
         float | None,
         _opt(
@@ -208,6 +225,7 @@ def detect_command(
         _opt(
             "table (people), json, jsonl, csv or raven (selection table).",
             "--format",
+            "-f",
             panel=_PANEL_OUTPUT,
         ),
     ] = DetectFormat.table,
@@ -225,21 +243,26 @@ def detect_command(
 
     Examples:
 
-      serenesense detect field/ --model model.onnx
+      serenesense detect model.onnx field/
 
-      serenesense detect long.flac --model runs/train/cnn --format raven --out long.txt
+      serenesense detect runs/train/cnn long.flac --format raven --out long.txt
 
-      serenesense detect --mic --model model.onnx --until helicopter && notify-send heli
+      serenesense detect model.onnx --mic --until helicopter && notify-send heli
 
-      serenesense detect --mic --model model.onnx --format jsonl | jq .class
+      serenesense detect model.onnx --mic --format jsonl | jq .class
     """
     from serenesense_cli.errors import BadInputError
 
     if list_devices:
         _list_devices(output_format)
         return
+    if model is None and paths:
+        model, paths = paths[0], paths[1:]
     if model is None:
-        raise BadInputError("no model given", hint="pass --model model.onnx (or a run folder)")
+        raise BadInputError(
+            "no model given", hint="serenesense detect MODEL.onnx RECORDING... (or --mic)"
+        )
+    device, input_device = _split_devices(device, input_device, mic=mic)
     if mic and paths:
         raise BadInputError("give files or --mic, not both")
     if not mic and not paths:
@@ -248,8 +271,8 @@ def detect_command(
         )
     if duration is not None and not mic:
         raise BadInputError("--duration is for --mic", hint="files are always read to the end")
-    if device is not None and not mic:
-        raise BadInputError("--device is for --mic")
+    if input_device is not None and not mic:
+        raise BadInputError("--input-device is for --mic")
     from serenesense_cli.evaluate.windows import check_hop_seconds
 
     check_hop_seconds(hop)  # before the model loads
@@ -270,7 +293,7 @@ def detect_command(
     if mic:  # fail fast (no PortAudio, no device) before loading a model
         from serenesense_cli.detect.mic import resolve_input_device
 
-        resolve_input_device(device)
+        resolve_input_device(input_device)
 
     config = DetectConfig(
         hop_seconds=hop,
@@ -283,7 +306,9 @@ def detect_command(
         ignore=tuple(ignore or ()),
         batch_size=batch_size,
     )
-    backend = open_backend(model, threads=threads, spin=not no_spin)
+    backend = open_backend(model, threads=threads, spin=not no_spin, device=device)
+    for note in backend.notes:
+        warn(note)
     session = DetectSession(backend, config, until=until, source="mic" if mic else "files")
     files = [] if mic else session.find_files(paths or [])
     with _sink(out) as stream:
@@ -291,7 +316,12 @@ def detect_command(
         try:
             if mic:
                 code = run_mic(
-                    session, writer, fmt=fmt, windows=windows, device=device, duration=duration
+                    session,
+                    writer,
+                    fmt=fmt,
+                    windows=windows,
+                    device=input_device,
+                    duration=duration,
                 )
             else:
                 code = run_files(session, writer, files, windows=windows)
@@ -302,6 +332,23 @@ def detect_command(
         emit_result_path(out)
     if code:
         raise typer.Exit(code)
+
+
+def _split_devices(device: str, input_device: str | None, *, mic: bool) -> tuple[str, str | None]:
+    """``--device`` is the compute device; a sound card given there (the old
+    spelling, kept for one release) moves to ``--input-device`` with a warning."""
+    from serenesense_cli.errors import BadInputError
+    from serenesense_cli.inference.devices import INFERENCE_DEVICES
+
+    if device in INFERENCE_DEVICES:
+        return device, input_device
+    if mic and input_device is None:
+        warn(f"--device {device}: the sound card is now --input-device (--device is cpu|cuda)")
+        return "cpu", device
+    raise BadInputError(
+        f"--device {device}: not a compute device",
+        hint=f"use one of {', '.join(INFERENCE_DEVICES)}; the sound card is --input-device",
+    )
 
 
 MODEL_FILE_SUFFIXES = frozenset({".onnx", ".safetensors", ".json"})

@@ -8,7 +8,7 @@ stdout line in table format.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -23,6 +23,7 @@ from serenesense_cli.cli._output import (
     progress_bars,
     warn,
 )
+from serenesense_cli.inference.devices import INFERENCE_DEVICES
 from serenesense_cli.limits import COMMANDS
 
 _MAX_LISTED = 20
@@ -112,6 +113,13 @@ def evaluate_command(
             "steadier on small or busy machines.",
         ),
     ] = False,
+    device: Annotated[
+        Literal[INFERENCE_DEVICES],
+        typer.Option(
+            "--device",
+            help="Compute device (cuda: GPU providers / torch CUDA, else the CPU, said).",
+        ),
+    ] = "cpu",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -159,9 +167,12 @@ def evaluate_command(
             batch_size=batch_size,
             threads=threads,
             spin=not no_spin,
+            device=device,
             out=out,
             on_progress=on_progress,
         )
+    for note in result.notes:
+        warn(note)
     for path, problem in result.skipped[:_MAX_LISTED]:
         warn(f"skipped {path}: {problem}")
     if len(result.skipped) > _MAX_LISTED:

@@ -58,10 +58,15 @@ def export_command(
     parity_data: Annotated[
         Path | None,
         typer.Option(
-            "--parity-data",
+            "--data",
+            "-d",
             help="Prepared data set whose clips check parity (and calibrate a --bundle). "
             "Default: the model's own training set, else synthetic clips.",
         ),
+    ] = None,
+    parity_data_old: Annotated[
+        Path | None,
+        typer.Option("--parity-data", help="Old spelling of --data.", hidden=True),
     ] = None,
     bundle: Annotated[
         Path | None,
@@ -86,10 +91,12 @@ def export_command(
 
       serenesense export runs/train/cnn
 
-      serenesense export runs/train/audiomae --out audiomae.onnx --parity-data prepared/
+      serenesense export runs/train/audiomae --out audiomae.onnx --data prepared/
 
-      serenesense export runs/train/cnn --bundle pi-bundle/ --parity-data prepared/
+      serenesense export runs/train/cnn --bundle pi-bundle/ --data prepared/
     """
+    if parity_data is None:
+        parity_data = parity_data_old
     from serenesense_cli.errors import BadInputError
 
     if bundle is not None:

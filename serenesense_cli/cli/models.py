@@ -20,9 +20,18 @@ def models_command(
             callback=within(COMMANDS["num_classes"]),
         ),
     ] = 7,
-    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="A table, JSON or CSV.")
+    ] = OutputFormat.table,
 ) -> None:
-    """List the models `serenesense train` can build, with parameter counts."""
+    """List the models `serenesense train` can build, with parameter counts.
+
+    Examples:
+
+      serenesense models
+
+      serenesense models --num-classes 8 -f json | jq '.[] | select(.recommended)'
+    """
     from serenesense_cli.models import create_model, get_model_spec, list_models
     from serenesense_cli.models.registry import count_parameters
 

@@ -85,8 +85,8 @@ def pretrain_command(
         ),
     ] = None,
     mask_mode: Annotated[
-        str | None,
-        opt("unstructured, time, frequency or time_frequency.", "--mask-mode"),
+        run_flags.MaskModeName | None,
+        opt("Which patches are hidden together.", "--mask-mode"),
     ] = None,
     norm_pix_loss: Annotated[
         bool | None,
@@ -130,7 +130,7 @@ def pretrain_command(
     ] = None,
     run_control: run_flags.RunControl = None,
     output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="Summary as a table, JSON or CSV.")
+        OutputFormat, typer.Option("--format", "-f", help="Summary as a table, JSON or CSV.")
     ] = OutputFormat.table,
 ) -> None:
     """Pretrain the AudioMAE encoder as a masked autoencoder on unlabelled audio.

@@ -48,8 +48,8 @@ def quantize_command(
         Path | None,
         typer.Option(
             "--calib",
-            help="Prepared data set for static calibration (train split). "
-            "Default: the model's training set, else synthetic clips.",
+            help="Calibrate on this set instead of --data (old spelling of --data's role).",
+            hidden=True,
         ),
     ] = None,
     calib_clips: Annotated[
@@ -63,7 +63,11 @@ def quantize_command(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data", "-d", help="Prepared data set: also measure accuracy / macro-F1 change."
+            "--data",
+            "-d",
+            help="Prepared data set: calibrates static INT8 (its train split) and measures the "
+            "accuracy / macro-F1 change on --split. Default calibration: the model's training "
+            "set, else synthetic clips.",
         ),
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Split of --data to measure.")] = "test",
@@ -85,7 +89,7 @@ def quantize_command(
 
       serenesense quantize runs/train/audiomae/export/model.onnx
 
-      serenesense quantize runs/train/cnn/export/model.onnx --calib prepared/ --data prepared/
+      serenesense quantize runs/train/cnn/export/model.onnx --data prepared/
     """
     from serenesense_cli.export.quantize import quantize_onnx
 
@@ -94,7 +98,7 @@ def quantize_command(
             model,
             out,
             mode=mode.value,
-            calib=calib,
+            calib=calib if calib is not None else data,
             calib_clips=calib_clips,
             data=data,
             split=split,

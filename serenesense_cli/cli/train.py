@@ -14,7 +14,7 @@ import typer
 from serenesense_cli.cli import _training_options as run_flags
 from serenesense_cli.cli import _training_output as run_output
 from serenesense_cli.cli._bounds import within
-from serenesense_cli.cli._output import OutputFormat
+from serenesense_cli.cli._output import OutputFormat, emit_fields
 from serenesense_cli.cli._training_options import given, opt
 from serenesense_cli.limits import TRAINING
 
@@ -63,7 +63,7 @@ def train_command(
         ),
     ] = None,
     recipe: Annotated[
-        str | None,
+        run_flags.RecipeName | None,
         opt(
             "default (measured best) or reference (the reference system's recipe and "
             "data pipeline exactly; cnn, crnn and audiomae).",
@@ -71,9 +71,12 @@ def train_command(
         ),
     ] = None,
     optimiser: run_flags.Optimiser = None,
-    optimizer: Annotated[str | None, opt("adam, adamw or sgd.", "--optimizer")] = None,
+    optimizer: Annotated[
+        run_flags.OptimizerName | None, opt("Optimiser (recipe's by default).", "--optimizer")
+    ] = None,
     scheduler: Annotated[
-        str | None, opt("plateau, warmup_cosine_restarts or constant.", "--scheduler")
+        run_flags.SchedulerName | None,
+        opt("Learning-rate schedule (recipe's by default).", "--scheduler"),
     ] = None,
     warmup_steps: Annotated[
         int | None,
@@ -130,19 +133,19 @@ def train_command(
         ),
     ] = None,
     crop: Annotated[
-        str | None,
+        run_flags.CropName | None,
         opt("Training crops of long clips: energy (where the sound is) or random.", "--crop"),
     ] = None,
     val_windows: Annotated[
-        str | None,
+        run_flags.ValWindowsName | None,
         opt(
             "Validate on every window of a clip (all) or its centred one (center).",
             "--val-windows",
         ),
     ] = None,
     select_metric: Annotated[
-        str | None,
-        opt("Best checkpoint by: macro_f1, accuracy or loss (validation).", "--select-metric"),
+        run_flags.SelectMetricName | None,
+        opt("Best checkpoint by this validation score.", "--select-metric"),
     ] = None,
     patience: Annotated[
         int | None,
@@ -153,11 +156,20 @@ def train_command(
         ),
     ] = None,
     run_control: run_flags.RunControl = None,
+    show_recipe: Annotated[
+        bool,
+        opt(
+            "Print the settings this run would use (recipe < --config < flags) and exit; "
+            "no data needed.",
+            "--show-recipe",
+        ),
+    ] = False,
     output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="Summary as a table or JSON.")
+        OutputFormat,
+        typer.Option("--format", "-f", help="Summary as a table, JSON or CSV."),
     ] = OutputFormat.table,
 ) -> None:
-    """Train MODEL on a prepared data set with its reference recipe.
+    """Train MODEL on a prepared data set with its recipe (see --show-recipe).
 
     Examples:
 
@@ -179,7 +191,7 @@ def train_command(
         raise BadInputError(
             "no model given", hint="serenesense train melcnn|cnn|crnn|audiomae --data DIR"
         )
-    if resume is None:
+    if resume is None and not show_recipe:
         from serenesense_cli.train.config import require_data
 
         require_data(data, "train")
@@ -230,6 +242,10 @@ def train_command(
             model_args=model_args,
             recipe_name=recipe,
         )
+    elif show_recipe:
+        raise BadInputError(
+            "--show-recipe is for a new run", hint="a run's settings are in RUN/config.toml"
+        )
     elif config is not None or size is not None or recipe is not None:
         raise BadInputError(
             "--config, --recipe and --size cannot change a resumed run",
@@ -241,6 +257,13 @@ def train_command(
             hint="the run's config.toml keeps them; start a new run to change them",
         )
 
+    if show_recipe:
+        assert resolved is not None
+        from serenesense_cli.fileio import json_value
+
+        settings = {key: json_value(value) for key, value in resolved.to_dict().items()}
+        emit_fields(settings, output_format, title=f"{model}: settings of a new run")
+        return
     run_output.run_and_finish(
         train,
         _epoch_head,

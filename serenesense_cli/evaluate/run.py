@@ -65,6 +65,7 @@ class EvaluationResult:
     metrics_path: Path | None = None
     predictions_path: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -99,6 +100,7 @@ def evaluate_model(
     batch_size: int = 32,
     threads: int | None = None,
     spin: bool = True,
+    device: str = "cpu",
     out: str | Path | None = None,
     write: bool = True,
     on_progress: ProgressCallback | None = None,
@@ -108,9 +110,10 @@ def evaluate_model(
     ``split`` picks a prepared set's split (default ``test``) or, for a raw
     source, the clips it assigns to that split (default: every clip).
     ``batch_size`` counts windows; ``spin=False`` lets idle inference
-    threads sleep (onnxruntime models). ``gain_db`` scales every clip (clipped to
-    full scale) before scoring, to measure how much a model depends on the
-    recording level. Files that cannot be decoded are skipped and listed in
+    threads sleep (onnxruntime models); ``device`` is cpu, cuda or auto
+    (inference/devices.py; ``notes`` say a fallback to the CPU). ``gain_db``
+    scales every clip (clipped to full scale) before scoring, to measure how much
+    a model depends on the recording level. Files that cannot be decoded are skipped and listed in
     ``skipped``; the rest are scored.
     """
     from serenesense_cli.inference.backends import default_threads, open_backend
@@ -124,7 +127,7 @@ def evaluate_model(
             refuse_input_as_output(path, [model, data])
     started = time.perf_counter()
     threads = int(threads) if threads else default_threads()
-    backend = open_backend(model, threads=threads, spin=spin)
+    backend = open_backend(model, threads=threads, spin=spin, device=device)
     classes = tuple(backend.classes)
     policy = WindowPolicy(
         sample_rate=int(backend.sample_rate),
@@ -153,6 +156,7 @@ def evaluate_model(
         "batch_windows": batch_size,
         "threads": threads,
         "spin": spin,
+        "device": getattr(backend, "device", "cpu"),
         "host": _host(),
         "note": (
             "wall time of the model calls (predict_proba) per clip, windows batched "
@@ -182,7 +186,12 @@ def evaluate_model(
     }
     payload = json_value(payload)
     rows = _prediction_rows(scored, probs, y_true, classes)
-    result = EvaluationResult(report=payload, predictions=rows, skipped=skipped)
+    result = EvaluationResult(
+        report=payload,
+        predictions=rows,
+        skipped=skipped,
+        notes=list(getattr(backend, "notes", [])),
+    )
     if write:
         metrics_path, predictions_path = output_paths(model, out)
         payload["predictions"] = str(predictions_path)

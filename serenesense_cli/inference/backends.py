@@ -71,6 +71,10 @@ class OnnxBackend:
     clip_samples: int
     metadata: dict[str, Any] = field(default_factory=dict)
     kind: str = "onnx"
+    device: str = "cpu"
+    """Where it runs: ``cpu`` or ``cuda`` (the first provider onnxruntime took)."""
+    notes: list[str] = field(default_factory=list)
+    """E.g. a ``--device cuda`` that fell back to the CPU (the CLI shows them)."""
 
     def predict_proba(self, waves: np.ndarray) -> np.ndarray:
         batch = _check_batch(waves, self.clip_samples)
@@ -90,6 +94,7 @@ class TorchBackend:
     device: str = "cpu"
     metadata: dict[str, Any] = field(default_factory=dict)
     kind: str = "torch"
+    notes: list[str] = field(default_factory=list)
 
     def predict_proba(self, waves: np.ndarray) -> np.ndarray:
         import torch
@@ -166,12 +171,17 @@ def _check_onnx_contract(meta: dict[str, Any], session: Any, path: Path) -> None
         raise bad(f"the graph scores {width} classes but the metadata names {len(classes)}")
 
 
-def open_onnx(path: str | Path, *, threads: int | None = None, spin: bool = True) -> OnnxBackend:
+def open_onnx(
+    path: str | Path, *, threads: int | None = None, spin: bool = True, device: str = "cpu"
+) -> OnnxBackend:
     """Load an exported ``.onnx`` model with onnxruntime (nothing else imported).
 
     ``spin=False`` lets idle worker threads sleep (``allow_spinning=0``): steadier
     latency and less CPU burnt between windows on a busy or small machine.
+    ``device`` picks the execution providers (:mod:`.devices`).
     """
+    from serenesense_cli.inference.devices import CPU_PROVIDER, onnx_providers
+
     try:
         import onnxruntime as ort
     except ImportError as error:  # pragma: no cover - a dependency
@@ -187,8 +197,9 @@ def open_onnx(path: str | Path, *, threads: int | None = None, spin: bool = True
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
+    providers, note = onnx_providers(device, ort.get_available_providers())
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as error:
         raise ModelError(f"{path}: onnxruntime cannot load this model ({error})") from error
     custom = session.get_modelmeta().custom_metadata_map or {}
@@ -202,19 +213,24 @@ def open_onnx(path: str | Path, *, threads: int | None = None, spin: bool = True
         sample_rate=sample_rate,
         clip_samples=round(float(meta["clip_seconds"]) * sample_rate),
         metadata=meta,
+        device="cpu" if session.get_providers()[0] == CPU_PROVIDER else "cuda",
+        notes=[note] if note else [],
     )
 
 
 def open_torch(
     path: str | Path, *, device: str = "cpu", threads: int | None = None
 ) -> TorchBackend:
-    """Load a run folder or ``.safetensors`` weights for inference."""
+    """Load a run folder or ``.safetensors`` weights for inference on ``device``
+    (cpu, cuda or auto; cuda without a GPU falls back to the CPU with a note)."""
     import torch
 
+    from serenesense_cli.inference.devices import torch_device
     from serenesense_cli.models.artifact import load_model
 
     if threads:
         torch.set_num_threads(int(threads))
+    device, note = torch_device(device)
     loaded = load_model(path, device=device)
     return TorchBackend(
         path=loaded.path,
@@ -224,6 +240,7 @@ def open_torch(
         clip_samples=loaded.model.clip_samples,
         device=device,
         metadata=loaded.metadata,
+        notes=[note] if note else [],
     )
 
 
@@ -236,13 +253,14 @@ def open_backend(
 ) -> Backend:
     """ONNX for ``.onnx`` files, torch for run folders and ``.safetensors``.
 
-    ``spin`` applies to onnxruntime only (torch's threads follow OMP_WAIT_POLICY).
+    ``spin`` applies to onnxruntime only (torch's threads follow OMP_WAIT_POLICY);
+    ``device`` is cpu, cuda or auto for both (see :mod:`.devices`).
     """
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: model not found")
     if path.is_file() and path.suffix.lower() == ".onnx":
-        return open_onnx(path, threads=threads, spin=spin)
+        return open_onnx(path, threads=threads, spin=spin, device=device)
     return open_torch(path, device=device, threads=threads)
 
 

@@ -220,6 +220,7 @@ class EpochLoop:
         state, config = self.state, self.task.config
         stop_request = StopRequest()
         deadline = self.started + config.time_limit if config.time_limit > 0 else None
+        self._pace = _Pace(state.global_step, self._total_steps(), deadline)
         report(self.on_progress, "epochs", state.epoch, config.epochs)
         try:
             stop_request.install()
@@ -255,6 +256,12 @@ class EpochLoop:
             stop_request.uninstall()
         return state
 
+    def _total_steps(self) -> int:
+        """Optimiser steps the run is set to take (``max_steps`` may cut it short)."""
+        config = self.task.config
+        total = config.epochs * self.data.steps_per_epoch
+        return min(total, config.max_steps) if config.max_steps else total
+
     def _train_epoch(self, stop_request: StopRequest, deadline: float | None) -> bool:
         """The (rest of the) current epoch's steps; True when a stop cut it short."""
         task, data, state = self.task, self.data, self.state
@@ -278,6 +285,7 @@ class EpochLoop:
                 epoch=state.epoch + 1,
                 **task.progress(state.sums),
                 samples_per_s=state.sums["seen"] / max(elapsed, 1e-9),
+                eta_s=self._pace.seconds_left(state.global_step),
             )
             if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
                 state.sums["seconds"] = elapsed
@@ -341,9 +349,11 @@ class EpochLoop:
     def _validate_and_keep_best(self, *, partial: bool) -> None:
         """Validate the model as it is now; save it as ``best`` when it improved."""
         task, state = self.task, self.state
+        report(self.on_progress, "validation", 0, None)  # a spinner while it runs
         row = task.evaluate(
             epoch=state.epoch, global_step=state.global_step, partial=partial, sums=state.sums
         )
+        report(self.on_progress, "validation", 1, 1, finished=True)
         diverged = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
         if diverged:  # the weights went bad in the epoch's last steps: keep what was good
             raise TrainingError(
@@ -431,6 +441,28 @@ class RunResult:
     @property
     def last_weights(self) -> Path:
         return self.run_dir / "weights" / "last.safetensors"
+
+
+class _Pace:
+    """Time left in a run, from this session's pace (validation included) and
+    the time limit: the estimate the progress display shows as the run's ETA."""
+
+    def __init__(self, first_step: int, total_steps: int, deadline: float | None) -> None:
+        self.first_step = first_step
+        self.total_steps = total_steps
+        self.deadline = deadline
+        self.began = time.perf_counter()
+
+    def seconds_left(self, step: int) -> float | None:
+        """``None`` until a step of this session has been timed."""
+        now = time.perf_counter()
+        done = step - self.first_step
+        if done <= 0:
+            return None
+        left = max(0, self.total_steps - step) * (now - self.began) / done
+        if self.deadline is not None:
+            left = min(left, max(0.0, self.deadline - now))
+        return left
 
 
 def run_totals(
