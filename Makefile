@@ -1,5 +1,7 @@
 # One-command set-up: `make demo` installs and runs the main job on built-in data,
-# `make test` installs and runs the test suite. Both create .venv on first use.
+# `make test` installs and runs the test suite. Both create .venv on first use
+# and install the full set (the `train` extra: torch & co., and `dev`: pytest,
+# ruff); `pip install serenesense` alone is the lean edge install.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[train,dev]'
 	touch $@
 
 demo: install

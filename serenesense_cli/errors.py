@@ -7,6 +7,7 @@ them instead of printing.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 EXIT_FAILURE = 1
@@ -61,3 +62,71 @@ class TrainingError(SereneSenseError):
 
 class DependencyError(SereneSenseError):
     """An optional system library or package is missing."""
+
+
+TRAIN_EXTRA = "train"
+"""The optional-dependency group (``pip install 'serenesense[train]'``) that
+holds everything the lean edge install leaves out."""
+
+EXTRA_MODULES: dict[str, str] = {
+    # import name -> distribution name, for the modules of the train extra
+    "torch": "torch",
+    "torchaudio": "torchaudio",
+    "timm": "timm",
+    "onnx": "onnx",
+    "onnxscript": "onnxscript",
+    "safetensors": "safetensors",
+    "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib",
+}
+
+ONNX_ONLY_COMMANDS = frozenset({"detect", "bench"})
+"""Commands that run an exported .onnx model on the lean install; they need the
+extra only for torch models (a run folder, a .safetensors file)."""
+
+
+class MissingExtraError(SereneSenseError):
+    """A command needs the ``train`` extra, which this install left out.
+
+    Exit code 2: the install does not fit the command asked for, which the
+    user fixes by installing the extra, not by reporting a bug.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, module: str, *, command: str | None = None) -> None:
+        self.module = module
+        self.package = EXTRA_MODULES.get(module, module)
+        who = f"serenesense {command}" if command else "this command"
+        hint = f"pip install 'serenesense[{TRAIN_EXTRA}]'"
+        if command in ONNX_ONLY_COMMANDS:
+            hint += ", or pass an exported .onnx model (it needs no torch)"
+        super().__init__(
+            f"{who} needs the training extra ({self.package} is not installed)", hint=hint
+        )
+
+
+def missing_extra(error: BaseException, *, command: str | None = None) -> MissingExtraError | None:
+    """The :class:`MissingExtraError` for an import of a train-extra module that
+    failed because the module is absent, else ``None`` (a real bug stays one).
+
+    The lean install imports those modules only inside the functions that need
+    them, so the failed import itself says which extra is missing: one mapping
+    here instead of a check before every heavy import.
+    """
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return None
+    top = error.name.split(".")[0]
+    if top not in EXTRA_MODULES or not _absent(top):
+        return None  # e.g. a broken torch install: its own message says more
+    return MissingExtraError(top, command=command)
+
+
+def _absent(module: str) -> bool:
+    """True when ``module`` cannot be found (checked without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is None
+    except ImportError:
+        return True
+    except ValueError:  # in sys.modules without a spec: it is there
+        return False

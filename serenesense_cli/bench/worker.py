@@ -32,7 +32,7 @@ def _send(line: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     """Run the benchmark; 0 on success, :data:`ERROR_EXIT` with an error document."""
     from serenesense_cli.bench.latency import BenchSettings, measure_model
-    from serenesense_cli.errors import SereneSenseError
+    from serenesense_cli.errors import SereneSenseError, missing_extra
     from serenesense_cli.fileio import write_json_atomic
 
     model, settings_json, result_path = argv
@@ -56,6 +56,13 @@ def main(argv: list[str]) -> int:
         )
         return ERROR_EXIT
     except Exception as error:  # the parent shows one line, never a traceback
+        missing = missing_extra(error, command="bench")
+        if missing is not None:  # a torch model on the lean install
+            write_json_atomic(
+                result_path,
+                {"error": missing.message, "hint": missing.hint, "exit_code": missing.exit_code},
+            )
+            return ERROR_EXIT
         traceback.print_exc()  # into the parent's stderr file, for --debug readers
         first_line = (str(error).splitlines() or [""])[0][:300]
         write_json_atomic(

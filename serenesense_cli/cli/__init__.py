@@ -2,8 +2,9 @@
 
 Every command group lives in its own module and is added here. Domain errors
 (:class:`~serenesense_cli.errors.SereneSenseError`) become one line on stderr
-plus a hint, with exit code 1 (failure) or 2 (bad usage or input); a traceback
-is shown only with ``--debug`` or ``SERENESENSE_DEBUG=1``.
+plus a hint, with exit code 1 (failure) or 2 (bad usage or input); so does a
+command that needs the ``train`` extra on the lean install (exit code 2). A
+traceback is shown only with ``--debug`` or ``SERENESENSE_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import typer
 from typer.core import TyperGroup
 
 from serenesense_cli import __version__
-from serenesense_cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, SereneSenseError
+from serenesense_cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    SereneSenseError,
+    missing_extra,
+)
 
 DEBUG_ENV = "SERENESENSE_DEBUG"
 
@@ -96,6 +102,10 @@ class ErrorMappingGroup(TyperGroup):
         except Exception as error:
             if debug_enabled(ctx):
                 raise
+            missing = missing_extra(error, command=ctx.invoked_subcommand)
+            if missing is not None:  # the lean install: torch & co. were left out
+                _print_error(missing.message, missing.hint)
+                raise typer.Exit(missing.exit_code) from None
             _print_error(
                 f"unexpected {type(error).__name__}: {error}",
                 "this is a bug; run again with --debug and report the traceback",

@@ -4,7 +4,7 @@ Contents:
 
 - ``model.int8.onnx``: the INT8 model (quantized here from a run folder,
   ``.safetensors`` or FP32 ``.onnx``; an INT8 ``.onnx`` is copied);
-- ``requirements.txt``: a lean ONNX-only runtime (no torch);
+- ``requirements.txt``: serenesense's lean install (no extras: no torch);
 - ``serenesense-detect.service``: a systemd unit running
   ``serenesense detect --model ... --mic --format jsonl`` with its events
   appended to a log file and its messages in the journal;
@@ -29,19 +29,6 @@ INSTALL_DIR = "/opt/serenesense"
 LOG_DIR = "/var/log/serenesense"
 SERVICE_FILE = "serenesense-detect.service"
 SERVICE_USER = "serenesense"
-
-RUNTIME_REQUIREMENTS = (
-    "onnxruntime>=1.18",
-    "numpy>=1.26",
-    "soundfile>=0.12",
-    "sounddevice>=0.4.6",
-    "typer>=0.12",
-    "rich>=13.7",
-    "soxr>=0.3.7",
-)
-"""What ``serenesense detect`` / ``bench`` on an .onnx model import: no torch,
-torchaudio, timm, onnx or scikit-learn (the model's metadata is read from the
-onnxruntime session)."""
 
 
 @dataclass
@@ -71,12 +58,18 @@ class BundleResult:
 
 
 def requirements_text() -> str:
-    """``requirements.txt`` for the ONNX-only runtime."""
+    """``requirements.txt``: serenesense's lean install, no extras.
+
+    The package itself is the requirement: its core dependencies are the
+    ONNX-only runtime (onnxruntime, numpy, soundfile, soxr, sounddevice,
+    typer, rich), and torch & co. sit in the ``train`` extra that the Pi
+    leaves out. Same minor version as the one that wrote the bundle.
+    """
     lines = [
-        "# ONNX-only runtime for `serenesense detect` / `serenesense bench` on an .onnx model.",
-        "# The serenesense package itself is installed with --no-deps (see README.md),",
-        "# because its pyproject also lists torch, torchaudio and timm for training.",
-        *RUNTIME_REQUIREMENTS,
+        "# The lean runtime for `serenesense detect` / `serenesense bench` on this .onnx model:",
+        "# serenesense without extras brings onnxruntime, numpy, soundfile, soxr, sounddevice,",
+        "# typer and rich, and no torch (that is the `train` extra, for training only).",
+        f"serenesense~={__version__}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -138,18 +131,18 @@ sudo mkdir -p {install_dir}
 sudo cp /tmp/serenesense-bundle/* {install_dir}/
 ```
 
-## 2. A virtual environment with the ONNX-only runtime
+## 2. A virtual environment with the lean install
 
 ```bash
 sudo apt-get install -y python3-venv libportaudio2 libsndfile1
 sudo python3 -m venv {install_dir}/venv
 sudo {install_dir}/venv/bin/pip install -r {install_dir}/requirements.txt
-# serenesense's pyproject lists torch/torchaudio/timm (for training); skip them:
-sudo {install_dir}/venv/bin/pip install --no-deps serenesense
 ```
 
-Install `serenesense` from the wheel or source tree you trust (`pip install
---no-deps ./serenesense-*.whl` works offline).
+`requirements.txt` is `serenesense` without extras: onnxruntime, numpy,
+soundfile, soxr, sounddevice, typer and rich, no torch (the `train` extra,
+for training, is left out). To install from a wheel or source tree you trust
+instead: `sudo {install_dir}/venv/bin/pip install ./serenesense-*.whl`.
 
 ## 3. Check the model and the budget on the Pi
 

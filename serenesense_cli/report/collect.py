@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serenesense_cli.errors import BadInputError
+from serenesense_cli.errors import BadInputError, missing_extra
 from serenesense_cli.report import schema
 from serenesense_cli.report.schema import confusion_problem, shape_problem
 
@@ -225,6 +225,8 @@ def load_run(path: str | Path) -> RunInfo:
         try:
             header_meta, run.parameters = weights_header(best)
         except Exception as error:
+            if missing_extra(error) is not None:
+                raise  # the lean install: say which extra, not "unreadable"
             problems.append(f"weights/best.safetensors: unreadable header ({error})")
             header_meta = None
         run.best_meta = _read_json(best.with_suffix(".json"), problems, schema.WEIGHTS_META)
