@@ -42,7 +42,7 @@ class RunProgress:
 
         info = update.info
         if update.stage == "steps":
-            acc = f"acc {info['acc']:.3f}  " if "acc" in info else ""
+            acc = f"acc {info['acc']:.1%}  " if "acc" in info else ""
             note = (
                 f"loss {info['loss']:.4f}  {acc}lr {info['lr']:.2e}  "
                 f"{info['samples_per_s']:.1f} samples/s"

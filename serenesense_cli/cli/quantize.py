@@ -114,9 +114,9 @@ def quantize_command(
     if result.accuracy_change is not None:
         log(
             f"{result.data['split'] if result.data else split}: accuracy "
-            f"{result.accuracy_fp32:.2%} -> {result.accuracy_int8:.2%} "
-            f"({100 * result.accuracy_change:+.2f} points), macro-F1 "
-            f"{result.macro_f1_fp32:.3f} -> {result.macro_f1_int8:.3f}; same top class for "
+            f"{result.accuracy_fp32:.1%} -> {result.accuracy_int8:.1%} "
+            f"({100 * result.accuracy_change:+.1f} pp), macro-F1 "
+            f"{result.macro_f1_fp32:.1%} -> {result.macro_f1_int8:.1%}; same top class for "
             f"{result.summary()['split_clip_agreement']:.1%} of clips"
         )
     emit_fields(result.summary(), output_format, title="INT8 quantization")

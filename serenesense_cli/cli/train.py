@@ -284,8 +284,8 @@ def _epoch_head(row: dict[str, Any]) -> str:
     partial = " (partial)" if row.get("partial") else ""
     return (
         f"epoch {row['epoch']}{partial}: train loss {row['train_loss']:.4f} "
-        f"acc {row['train_acc']:.3f} | val loss {row['val_loss']:.4f} "
-        f"acc {row['val_acc']:.3f} macro-F1 {row['val_macro_f1']:.3f}"
+        f"acc {row['train_acc']:.1%} | val loss {row['val_loss']:.4f} "
+        f"acc {row['val_acc']:.1%} macro-F1 {row['val_macro_f1']:.1%}"
     )
 
 
