@@ -5,7 +5,7 @@ Typer labels values with Python types (``<bool>`` beside a flag,
 parameters once, when the root group is built: flags get no value label,
 values get ``PATH``, ``DIR``, ``INTEGER``, ``NUMBER`` or ``TEXT``, choices
 stay ``a|b|c``, and arguments are named in capitals (``MODEL``,
-``PATH...``). A parameter declared with its own ``metavar`` keeps it.
+``PATHS``). A parameter declared with its own ``metavar`` keeps it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def tidy_command(command: Any) -> None:
             if label is not None:
                 param.metavar = label
         if _is_argument(param):
-            # The argument's name (MODEL, PATHS...) says what it is; no type column.
+            # The argument's name (MODEL, PATHS) says what it is; no type column.
             param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+            param._usage_display_name = _usage_shape(param)  # type: ignore[attr-defined]
     make_help_option = command.get_help_option
 
     def help_option(ctx: Any) -> Any:
@@ -44,6 +45,18 @@ def tidy_command(command: Any) -> None:
     command.get_help_option = help_option  # type: ignore[method-assign]
 
 
+def _usage_shape(param: Any) -> Any:
+    """The usage line's piece: ``MODEL``, ``[MODEL]``, ``MODELS...`` or ``[PATHS]...``;
+    a declared shape such as ``MODEL [PATH]...`` as it is."""
+    name = str(param.metavar)
+    if " " in name or "[" in name or name.endswith("..."):
+        shape = name
+    else:
+        shape = name if param.required else f"[{name}]"
+        shape += "..." if param.nargs != 1 else ""
+    return lambda: shape
+
+
 def _is_argument(param: Any) -> bool:
     return getattr(param, "param_type_name", "") == "argument"
 
@@ -53,8 +66,7 @@ def _label(param: Any) -> str | None:
     if descriptor is None:
         return None
     if _is_argument(param):
-        name = (param.name or "value").upper()
-        return f"{name}..." if descriptor.is_list or param.nargs != 1 else name
+        return (param.name or "value").upper()  # the usage line adds "..." to a list
     if getattr(param, "is_flag", False) or descriptor.annotation is bool:
         return ""
     if descriptor.is_choice:
