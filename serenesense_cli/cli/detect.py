@@ -55,6 +55,8 @@ class DetectFormat(str, Enum):
     jsonl = "jsonl"
     csv = "csv"
     raven = "raven"
+    audacity = "audacity"
+    birdnet_csv = "birdnet-csv"
 
 
 _opt = option
@@ -206,7 +208,8 @@ def detect_command(
     output_format: Annotated[
         DetectFormat,
         _opt(
-            "table (people), json, jsonl, csv or raven (selection table).",
+            "table (people), json, jsonl, csv, raven (selection table), audacity (labels) "
+            "or birdnet-csv (BirdNET-Analyzer's CSV columns).",
             "--format",
             panel=_PANEL_OUTPUT,
         ),
@@ -220,6 +223,23 @@ def detect_command(
             panel=_PANEL_OUTPUT,
         ),
     ] = None,
+    thresholds: Annotated[
+        Path | None,
+        _opt(
+            "Per-class thresholds from a CSV with class,threshold columns (the report's "
+            "threshold table); classes it does not name keep --threshold.",
+            "--thresholds",
+            panel=_PANEL_DECIDE,
+        ),
+    ] = None,
+    plot: Annotated[
+        bool,
+        _opt(
+            "Also draw each recording's spectrogram with its events as a PNG (needs --out DIR).",
+            "--plot",
+            panel=_PANEL_OUTPUT,
+        ),
+    ] = False,
 ) -> None:
     """Find events in recordings, or live from a microphone.
 
@@ -228,6 +248,8 @@ def detect_command(
       serenesense detect field/ --model model.onnx
 
       serenesense detect long.flac --model runs/train/cnn --format raven --out long.txt
+
+      serenesense detect field/ --model model.onnx --out results/ --plot
 
       serenesense detect --mic --model model.onnx --until helicopter && notify-send heli
 
@@ -253,14 +275,43 @@ def detect_command(
     from serenesense_cli.evaluate.windows import check_hop_seconds
 
     check_hop_seconds(hop)  # before the model loads
-    fmt = _resolve_format(output_format.value, out, mic=mic)
-    if out is not None:
-        _refuse_overwriting_inputs(out, paths or [], model)
-    if fmt == "raven" and windows:
+    from serenesense_cli.detect.outdir import DEFAULT_FOLDER_FORMAT, is_folder_output
+    from serenesense_cli.detect.writers import SINGLE_SOURCE_FORMATS, WINDOW_FORMATS
+
+    folder = out is not None and is_folder_output(out)
+    if folder and mic:
         raise BadInputError(
-            "--windows is not available with --format raven",
+            f"--out {out}: a folder holds one result file per recording; with --mic give a file",
+            hint="e.g. --out session.jsonl",
+        )
+    if folder:
+        requested = output_format.value
+        fmt = DEFAULT_FOLDER_FORMAT if requested == "table" else requested
+    else:
+        fmt = _resolve_format(output_format.value, out, mic=mic)
+    if out is not None and not folder:
+        _refuse_overwriting_inputs(out, paths or [], model)
+    if fmt not in ("table", *WINDOW_FORMATS) and windows:
+        raise BadInputError(
+            f"--windows is not available with --format {fmt}",
             hint="use --format csv, json or jsonl for window scores",
         )
+    if plot and not folder:
+        raise BadInputError(
+            "--plot needs --out DIR: one picture per recording goes beside its results",
+            hint="or draw one recording with `serenesense plot RECORDING --events FILE`",
+        )
+    if mic and fmt in SINGLE_SOURCE_FORMATS:
+        raise BadInputError(f"--format {fmt} is for recordings, not --mic")
+    threshold_table = None
+    if thresholds is not None:
+        from serenesense_cli.detect.thresholds import read_threshold_table
+
+        threshold_table = read_threshold_table(thresholds)
+    if plot:
+        from serenesense_cli.detect.plot import check_plotting
+
+        check_plotting()
 
     from serenesense_cli.cli._detect_run import make_sink_writer, run_files, run_mic
     from serenesense_cli.detect.detector import DetectConfig
@@ -282,10 +333,24 @@ def detect_command(
         pad_start=pad_start,
         ignore=tuple(ignore or ()),
         batch_size=batch_size,
+        threshold_table=threshold_table,
+        threshold_table_source=str(thresholds or ""),
     )
     backend = open_backend(model, threads=threads, spin=not no_spin)
     session = DetectSession(backend, config, until=until, source="mic" if mic else "files")
     files = [] if mic else session.find_files(paths or [])
+    if fmt in SINGLE_SOURCE_FORMATS and not folder and len(files) > 1:
+        raise BadInputError(
+            f"--format {fmt} holds one recording, and {len(files)} were found",
+            hint="use --out DIR/ for one label file per recording",
+        )
+    if folder:
+        assert out is not None
+        code = _run_into_folder(session, files, paths or [], out, model, fmt, windows, plot)
+        emit_result_path(out)
+        if code:
+            raise typer.Exit(code)
+        return
     with _sink(out) as stream:
         writer = make_sink_writer(session, fmt, stream, windows=windows)
         try:
@@ -306,6 +371,47 @@ def detect_command(
 
 MODEL_FILE_SUFFIXES = frozenset({".onnx", ".safetensors", ".json"})
 """Files a model path (a run folder) is read from."""
+
+
+def _run_into_folder(
+    session: object,
+    files: list[Path],
+    roots: list[Path],
+    out: Path,
+    model: Path,
+    fmt: str,
+    windows: bool,
+    plot: bool,
+) -> int:
+    """``--out DIR``: a result file per recording and a combined table; the exit status."""
+    from serenesense_cli.cli._detect_run import run_files
+    from serenesense_cli.detect.outdir import folder_writer, plan_outputs
+    from serenesense_cli.fileio import refuse_input_as_output
+
+    layout = plan_outputs(files, roots, out, fmt, windows=windows, plot=plot)
+    for path in layout.paths():
+        refuse_input_as_output(path, [model], read_from_folders=MODEL_FILE_SUFFIXES)
+    picture = None
+    if plot:
+        from serenesense_cli.detect.plot import plot_recording
+
+        picture = plot_recording
+    backend = session.backend  # type: ignore[attr-defined]
+    with folder_writer(
+        layout,
+        classes=session.classes,  # type: ignore[attr-defined]
+        sample_rate=backend.sample_rate,
+        windows=windows,
+        header=session.header(),  # type: ignore[attr-defined]
+        picture=picture,
+    ) as writer:
+        code = run_files(session, writer, files, windows=windows)
+    for problem in writer.problems:
+        warn(problem)
+    from serenesense_cli.cli._output import log
+
+    log(f"{len(writer.written)} file(s) written under {out} (all recordings: {layout.combined})")
+    return code
 
 
 def _refuse_overwriting_inputs(out: Path, recordings: list[Path], model: Path) -> None:
