@@ -32,6 +32,9 @@ MIN_STEP = 256
 FRAMES_PER_COLUMN = 8
 MAX_COLUMNS = 2000
 """Time columns of the image at most (a PNG stays a few hundred kB)."""
+BLOCK_SECONDS = 10.0
+FRAME_BATCH = 128
+"""Frames transformed at once: bounds the FFT's temporaries (a few MB)."""
 DPI = 100
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -80,17 +83,19 @@ def log_mel_image(
     origin = 0  # stream position of buffer[0]
     next_frame = 0
     seconds = 0.0
-    for block in stream_audio(path, sample_rate=sample_rate):
+    for block in stream_audio(path, sample_rate=sample_rate, block_seconds=BLOCK_SECONDS):
         seconds += block.shape[0] / sample_rate
         buffer = np.concatenate([buffer, block.astype(np.float32, copy=False)])
         end = origin + buffer.shape[0]
         if next_frame + N_FFT <= end:
             starts = np.arange(next_frame, end - N_FFT + 1, step)
-            frames = np.lib.stride_tricks.sliding_window_view(buffer, N_FFT)[starts - origin]
-            spectrum = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-            cols = np.minimum((starts / span).astype(np.int64), columns - 1)
-            np.add.at(power, cols, spectrum @ bank.T)
-            np.add.at(count, cols, 1)
+            view = np.lib.stride_tricks.sliding_window_view(buffer, N_FFT)
+            for i in range(0, starts.shape[0], FRAME_BATCH):  # bounded temporaries
+                chunk = starts[i : i + FRAME_BATCH]
+                spectrum = np.abs(np.fft.rfft(view[chunk - origin] * window, axis=1)) ** 2
+                cols = np.minimum((chunk / span).astype(np.int64), columns - 1)
+                np.add.at(power, cols, spectrum @ bank.T)
+                np.add.at(count, cols, 1)
             next_frame = int(starts[-1]) + step
         cut = min(buffer.shape[0], max(0, next_frame - origin))
         buffer = buffer[cut:]
