@@ -106,6 +106,10 @@ def test_recordings_are_paired_by_name_when_paths_differ():
     assert unannotated == ["z"]
     with pytest.raises(BadInputError, match="events without a file name"):
         pair_recordings([FileSpan("a", 0, 1)], detected)
+    ref, det, unannotated = pair_recordings(
+        [FileSpan("a", 0, 1)], detected, reference_name="truth/x.labels.txt"
+    )
+    assert [s.file for s in det] == [""] and unannotated == ["field/z.wav"]
 
 
 def _write_files(tmp_path):

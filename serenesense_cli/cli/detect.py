@@ -433,7 +433,8 @@ def _resolve_format(requested: str, out: Path | None, *, mic: bool) -> str:
         if suffix not in _SUFFIX_FORMATS:
             raise BadInputError(
                 f"--out {out}: cannot tell the format from {suffix or 'no extension'}",
-                hint="add --format json|jsonl|csv|raven (or use .json, .jsonl, .csv, .txt)",
+                hint="add --format (json, jsonl, csv, raven, audacity, birdnet-csv) or use "
+                ".json, .jsonl, .csv, .txt; for a folder, a new path without an extension",
             )
         return _SUFFIX_FORMATS[suffix]
     if mic and not stdout_console().is_terminal:

@@ -55,8 +55,9 @@ DEFAULT_FOLDER_FORMAT = "raven"
 
 
 def is_folder_output(out: Path) -> bool:
-    """Whether ``--out`` names a folder: an existing one, or a path without an extension."""
-    return out.is_dir() or out.suffix == ""
+    """Whether ``--out`` names a folder: an existing one, or a new path without an extension
+    (an existing file without one stays a file, whose format cannot be told)."""
+    return out.is_dir() or (out.suffix == "" and not out.exists())
 
 
 @dataclass(frozen=True)

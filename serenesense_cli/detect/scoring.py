@@ -274,14 +274,27 @@ def pair_recordings(
     detections but no reference (left out: nobody said what is in them).
 
     One recording on each side (or a reference without file names and one
-    recording detected) is compared as is. Otherwise names are compared as
-    given, or, when that pairs nothing, without folders and audio extensions.
+    recording detected) is compared as is; a reference without file names
+    whose own name starts with a recording's (``a.labels.txt``, ``a.events.csv``
+    for ``field/a.wav``) is compared with that recording. Otherwise names are
+    compared as given, or, when that pairs nothing, without folders and audio
+    extensions.
     """
     ref_files = {s.file for s in reference}
     det_files = {s.file for s in detected}
     if len(ref_files) <= 1 and len(det_files) <= 1:
         same = [FileSpan(s.class_name, s.start, s.end, file="") for s in reference]
         return same, [FileSpan(s.class_name, s.start, s.end, file="") for s in detected], []
+    if ref_files == {""}:  # one recording's annotation, e.g. a.labels.txt for a.wav
+        from pathlib import PurePath
+
+        own = PurePath(reference_name).name.split(".")[0]
+        named = sorted(f for f in det_files if _recording_key(f) == own)
+        if len(named) == 1:
+            kept = [
+                FileSpan(s.class_name, s.start, s.end, "") for s in detected if s.file == named[0]
+            ]
+            return reference, kept, sorted(det_files - set(named))
     if "" in ref_files:
         raise BadInputError(
             f"{reference_name}: events without a file name, but the detections cover "
