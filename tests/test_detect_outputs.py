@@ -287,3 +287,23 @@ def test_silence_between_events_is_not_reported_in_audacity(model, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "quiet.labels.txt").read_text() == ""
+
+
+def test_folder_writer_keeps_finished_files_and_removes_the_rest_when_interrupted(tmp_path):
+    from serenesense_cli.detect.outdir import folder_writer
+
+    files = [tmp_path / "in" / "a.wav", tmp_path / "in" / "b.wav"]
+    layout = plan_outputs(files, [tmp_path / "in"], tmp_path / "out", "csv")
+    with (
+        pytest.raises(KeyboardInterrupt),
+        folder_writer(layout, classes=CLASSES, sample_rate=16_000) as writer,
+    ):
+        writer.start_source(str(files[0]), duration=5.0)
+        writer.event(_event(source=str(files[0])))
+        writer.finish_source(str(files[0]), seconds=5.0)
+        writer.start_source(str(files[1]), duration=5.0)
+        raise KeyboardInterrupt
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert left == ["a.detections.csv"]  # complete; b's and the combined table's temp files gone
+    rows = list(csv.DictReader((tmp_path / "out" / "a.detections.csv").open()))
+    assert [r["class"] for r in rows] == ["sound"]

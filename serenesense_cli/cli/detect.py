@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -26,6 +26,7 @@ from serenesense_cli.cli._options import option
 from serenesense_cli.cli._output import (
     emit_result_path,
     emit_table,
+    log,
     stdout_console,
     warn,
 )
@@ -374,7 +375,7 @@ MODEL_FILE_SUFFIXES = frozenset({".onnx", ".safetensors", ".json"})
 
 
 def _run_into_folder(
-    session: object,
+    session: Any,
     files: list[Path],
     roots: list[Path],
     out: Path,
@@ -396,20 +397,17 @@ def _run_into_folder(
         from serenesense_cli.detect.plot import plot_recording
 
         picture = plot_recording
-    backend = session.backend  # type: ignore[attr-defined]
     with folder_writer(
         layout,
-        classes=session.classes,  # type: ignore[attr-defined]
-        sample_rate=backend.sample_rate,
+        classes=session.classes,
+        sample_rate=session.backend.sample_rate,
         windows=windows,
-        header=session.header(),  # type: ignore[attr-defined]
+        header=session.header(),
         picture=picture,
     ) as writer:
         code = run_files(session, writer, files, windows=windows)
     for problem in writer.problems:
         warn(problem)
-    from serenesense_cli.cli._output import log
-
     log(f"{len(writer.written)} file(s) written under {out} (all recordings: {layout.combined})")
     return code
 
