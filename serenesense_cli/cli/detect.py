@@ -218,7 +218,8 @@ def detect_command(
     out: Annotated[
         Path | None,
         _opt(
-            "Write results to this file (format from --format, else from the extension).",
+            "Write results to this file (format from --format, else from the extension), or "
+            "to a folder (existing, or no extension): a file per recording and a combined one.",
             "--out",
             "-o",
             panel=_PANEL_OUTPUT,
