@@ -124,6 +124,8 @@ COMMANDS: dict[str, Bound] = {
     "smooth": closed(1, 1000),
     "silence_dbfs": closed(-math.inf, 0.0),
     "min_duration": closed(0.0, 86_400.0),
+    "collar": closed(0.0, 60.0),
+    "offset_fraction": closed(0.0, 1.0),
     "opset": closed(13, 23),
     "tolerance": above(0.0, 1.0),
     "calib_clips": closed(1, 100_000),

@@ -278,7 +278,8 @@ def test_cli_csv_and_window_csv(runner, tiny_model, clip_wav):
     assert rows[0]["file"] == str(clip_wav)
     result = _detect(runner, clip_wav, "--model", tiny_model, "--format", "csv", "--windows")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert len(rows) == 10 and {"label", "level_dbfs", "vehicle", "noise"} <= set(rows[0])
+    assert len(rows) == 10 and {"label", "level_dbfs", "p_vehicle", "p_noise"} <= set(rows[0])
+    assert rows[0]["silent"] in ("0", "1") and "vehicle" not in rows[0]
 
 
 def test_cli_raven_table_to_out_file(runner, tiny_model, clip_wav, tmp_path):

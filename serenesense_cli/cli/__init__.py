@@ -176,6 +176,11 @@ def _register_commands() -> None:
 
     app.command("detect", no_args_is_help=True)(detect.detect_command)
 
+    from serenesense_cli.cli import plot, score
+
+    app.command("score", no_args_is_help=True)(score.score_command)
+    app.command("plot", no_args_is_help=True)(plot.plot_command)
+
     from serenesense_cli.cli import bench, export, quantize
 
     app.command("export", no_args_is_help=True)(export.export_command)

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -26,6 +26,7 @@ from serenesense_cli.cli._options import option
 from serenesense_cli.cli._output import (
     emit_result_path,
     emit_table,
+    log,
     stdout_console,
     warn,
 )
@@ -55,6 +56,8 @@ class DetectFormat(str, Enum):
     jsonl = "jsonl"
     csv = "csv"
     raven = "raven"
+    audacity = "audacity"
+    birdnet_csv = "birdnet-csv"
 
 
 _opt = option
@@ -223,7 +226,8 @@ def detect_command(
     output_format: Annotated[
         DetectFormat,
         _opt(
-            "table (people), json, jsonl, csv or raven (selection table).",
+            "table (people), json, jsonl, csv, raven (selection table), audacity (labels) "
+            "or birdnet-csv (BirdNET-Analyzer's CSV columns).",
             "--format",
             "-f",
             panel=_PANEL_OUTPUT,
@@ -232,12 +236,30 @@ def detect_command(
     out: Annotated[
         Path | None,
         _opt(
-            "Write results to this file (format from --format, else from the extension).",
+            "Write results to this file (format from --format, else from the extension), or "
+            "to a folder (existing, or no extension): a file per recording and a combined one.",
             "--out",
             "-o",
             panel=_PANEL_OUTPUT,
         ),
     ] = None,
+    thresholds: Annotated[
+        Path | None,
+        _opt(
+            "Per-class thresholds from a CSV with class,threshold columns (the report's "
+            "threshold table); classes it does not name keep --threshold.",
+            "--thresholds",
+            panel=_PANEL_DECIDE,
+        ),
+    ] = None,
+    plot: Annotated[
+        bool,
+        _opt(
+            "Also draw each recording's spectrogram with its events as a PNG (needs --out DIR).",
+            "--plot",
+            panel=_PANEL_OUTPUT,
+        ),
+    ] = False,
 ) -> None:
     """Find events in recordings, or live from a microphone.
 
@@ -246,6 +268,8 @@ def detect_command(
       serenesense detect model.onnx field/
 
       serenesense detect runs/train/cnn long.flac --format raven --out long.txt
+
+      serenesense detect model.onnx field/ --out results/ --plot
 
       serenesense detect model.onnx --mic --until helicopter && notify-send heli
 
@@ -276,14 +300,43 @@ def detect_command(
     from serenesense_cli.evaluate.windows import check_hop_seconds
 
     check_hop_seconds(hop)  # before the model loads
-    fmt = _resolve_format(output_format.value, out, mic=mic)
-    if out is not None:
-        _refuse_overwriting_inputs(out, paths or [], model)
-    if fmt == "raven" and windows:
+    from serenesense_cli.detect.outdir import DEFAULT_FOLDER_FORMAT, is_folder_output
+    from serenesense_cli.detect.writers import SINGLE_SOURCE_FORMATS, WINDOW_FORMATS
+
+    folder = out is not None and is_folder_output(out)
+    if folder and mic:
         raise BadInputError(
-            "--windows is not available with --format raven",
+            f"--out {out}: a folder holds one result file per recording; with --mic give a file",
+            hint="e.g. --out session.jsonl",
+        )
+    if folder:
+        requested = output_format.value
+        fmt = DEFAULT_FOLDER_FORMAT if requested == "table" else requested
+    else:
+        fmt = _resolve_format(output_format.value, out, mic=mic)
+    if out is not None and not folder:
+        _refuse_overwriting_inputs(out, paths or [], model)
+    if fmt not in ("table", *WINDOW_FORMATS) and windows:
+        raise BadInputError(
+            f"--windows is not available with --format {fmt}",
             hint="use --format csv, json or jsonl for window scores",
         )
+    if plot and not folder:
+        raise BadInputError(
+            "--plot needs --out DIR: one picture per recording goes beside its results",
+            hint="or draw one recording with `serenesense plot RECORDING --events FILE`",
+        )
+    if mic and fmt in SINGLE_SOURCE_FORMATS:
+        raise BadInputError(f"--format {fmt} is for recordings, not --mic")
+    threshold_table = None
+    if thresholds is not None:
+        from serenesense_cli.detect.thresholds import read_threshold_table
+
+        threshold_table = read_threshold_table(thresholds)
+    if plot:
+        from serenesense_cli.detect.plot import check_plotting
+
+        check_plotting()
 
     from serenesense_cli.cli._detect_run import make_sink_writer, run_files, run_mic
     from serenesense_cli.detect.detector import DetectConfig
@@ -305,12 +358,26 @@ def detect_command(
         pad_start=pad_start,
         ignore=tuple(ignore or ()),
         batch_size=batch_size,
+        threshold_table=threshold_table,
+        threshold_table_source=str(thresholds or ""),
     )
     backend = open_backend(model, threads=threads, spin=not no_spin, device=device)
     for note in backend.notes:
         warn(note)
     session = DetectSession(backend, config, until=until, source="mic" if mic else "files")
     files = [] if mic else session.find_files(paths or [])
+    if fmt in SINGLE_SOURCE_FORMATS and not folder and len(files) > 1:
+        raise BadInputError(
+            f"--format {fmt} holds one recording, and {len(files)} were found",
+            hint="use --out DIR/ for one label file per recording",
+        )
+    if folder:
+        assert out is not None
+        code = _run_into_folder(session, files, paths or [], out, model, fmt, windows, plot)
+        emit_result_path(out)
+        if code:
+            raise typer.Exit(code)
+        return
     with _sink(out) as stream:
         writer = make_sink_writer(session, fmt, stream, windows=windows)
         try:
@@ -355,6 +422,44 @@ MODEL_FILE_SUFFIXES = frozenset({".onnx", ".safetensors", ".json"})
 """Files a model path (a run folder) is read from."""
 
 
+def _run_into_folder(
+    session: Any,
+    files: list[Path],
+    roots: list[Path],
+    out: Path,
+    model: Path,
+    fmt: str,
+    windows: bool,
+    plot: bool,
+) -> int:
+    """``--out DIR``: a result file per recording and a combined table; the exit status."""
+    from serenesense_cli.cli._detect_run import run_files
+    from serenesense_cli.detect.outdir import folder_writer, plan_outputs
+    from serenesense_cli.fileio import refuse_input_as_output
+
+    layout = plan_outputs(files, roots, out, fmt, windows=windows, plot=plot)
+    for path in layout.paths():
+        refuse_input_as_output(path, [model], read_from_folders=MODEL_FILE_SUFFIXES)
+    picture = None
+    if plot:
+        from serenesense_cli.detect.plot import plot_recording
+
+        picture = plot_recording
+    with folder_writer(
+        layout,
+        classes=session.classes,
+        sample_rate=session.backend.sample_rate,
+        windows=windows,
+        header=session.header(),
+        picture=picture,
+    ) as writer:
+        code = run_files(session, writer, files, windows=windows)
+    for problem in writer.problems:
+        warn(problem)
+    log(f"{len(writer.written)} file(s) written under {out} (all recordings: {layout.combined})")
+    return code
+
+
 def _refuse_overwriting_inputs(out: Path, recordings: list[Path], model: Path) -> None:
     """``--out`` may be neither a recording (or a file a scanned folder holds) nor the model."""
     from serenesense_cli.audio.io import AUDIO_EXTENSIONS
@@ -374,7 +479,8 @@ def _resolve_format(requested: str, out: Path | None, *, mic: bool) -> str:
         if suffix not in _SUFFIX_FORMATS:
             raise BadInputError(
                 f"--out {out}: cannot tell the format from {suffix or 'no extension'}",
-                hint="add --format json|jsonl|csv|raven (or use .json, .jsonl, .csv, .txt)",
+                hint="add --format (json, jsonl, csv, raven, audacity, birdnet-csv) or use "
+                ".json, .jsonl, .csv, .txt; for a folder, a new path without an extension",
             )
         return _SUFFIX_FORMATS[suffix]
     if mic and not stdout_console().is_terminal:

@@ -20,14 +20,17 @@ import numpy as np
 from serenesense_cli.detect.decisions import (
     DEFAULT_SILENCE_DBFS,
     DEFAULT_SMOOTH,
+    DEFAULT_THRESHOLD,
     Decider,
     DecisionRules,
     Event,
     ScoredWindow,
     WindowDecision,
     make_rules,
+    parse_thresholds,
 )
 from serenesense_cli.detect.stream import Window, WindowScheduler, window_level
+from serenesense_cli.detect.thresholds import merge_threshold_table
 from serenesense_cli.evaluate.windows import check_hop_seconds
 from serenesense_cli.inference.backends import Backend
 
@@ -55,13 +58,24 @@ class DetectConfig:
     """Classes that never open events (a model's background class)."""
     batch_size: int = DEFAULT_BATCH_SIZE
     """Windows per model call at most; the results do not depend on it."""
+    threshold_table: Mapping[str, float] | None = None
+    """Per-class open thresholds read from a file (``--thresholds``); they win over
+    ``threshold`` for the classes they name."""
+    threshold_table_source: str = ""
+    """Where :attr:`threshold_table` came from, for error messages."""
 
     def rules_for(self, classes: tuple[str, ...]) -> DecisionRules:
         """Check the settings against a model's classes."""
         check_hop_seconds(self.hop_seconds)
+        threshold = self.threshold
+        if self.threshold_table is not None:
+            base = parse_thresholds(threshold, classes, default=[DEFAULT_THRESHOLD] * len(classes))
+            threshold = merge_threshold_table(
+                base, self.threshold_table, classes, source=self.threshold_table_source
+            )
         return make_rules(
             classes,
-            threshold=self.threshold,
+            threshold=threshold,
             close_threshold=self.close_threshold,
             smooth=self.smooth,
             silence_dbfs=self.silence_dbfs,

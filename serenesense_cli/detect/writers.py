@@ -1,4 +1,4 @@
-"""Machine-readable detection output: JSON, JSON lines, CSV and Raven selection tables.
+"""Machine-readable detection output: JSON, JSON lines, CSV, Raven, Audacity, BirdNET CSV.
 
 Writers take records as the detector produces them and write to a text
 stream the caller owns (stdout or a temporary file renamed into place).
@@ -19,9 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from serenesense_cli.detect.decisions import Event, WindowDecision
+from serenesense_cli.evaluate.run import prob_column
 from serenesense_cli.fileio import json_text
 
-FORMATS = ("json", "jsonl", "csv", "raven")
+FORMATS = ("json", "jsonl", "csv", "raven", "audacity", "birdnet-csv")
+WINDOW_FORMATS = ("json", "jsonl", "csv")
+"""Formats that can hold window scores (``--windows``)."""
+SINGLE_SOURCE_FORMATS = ("audacity",)
+"""Formats that hold one recording (an Audacity label track has no file column)."""
 
 EVENT_COLUMNS = (
     "file",
@@ -44,12 +49,25 @@ RAVEN_COLUMNS = (
     "End Time (s)",
     "Low Freq (Hz)",
     "High Freq (Hz)",
+    "Common Name",
+    "Species Code",
+    "Confidence",
     "Begin Path",
     "File Offset (s)",
     "Species",
-    "Confidence",
     "Mean Confidence",
 )
+"""BirdNET-Analyzer's selection table columns (the class as name and code), then
+``Species`` (the class again, as earlier versions wrote it) and ``Mean Confidence``."""
+BIRDNET_CSV_COLUMNS = (
+    "Start (s)",
+    "End (s)",
+    "Scientific name",
+    "Common name",
+    "Confidence",
+    "File",
+)
+"""BirdNET-Analyzer's CSV result columns; the class stands for both names."""
 
 
 def _t(value: float) -> float:
@@ -210,13 +228,23 @@ class JsonWriter(DetectionWriter):
         self.stream.flush()
 
 
+def window_csv_row(window: WindowDecision, classes: Sequence[str]) -> dict[str, Any]:
+    """A window as a CSV row: booleans as 0/1 and ``p_<class>`` probability columns,
+    as ``evaluate``'s ``predictions.csv`` has them."""
+    row = window_record(window, classes)
+    row["silent"] = int(bool(row["silent"]))
+    for name, value in row.pop("scores").items():
+        row[prob_column(name)] = value
+    return row
+
+
 class CsvWriter(DetectionWriter):
     """One row per event (or, with ``windows``, one row per window with every class's score)."""
 
     def __init__(self, stream: TextIO, **kwargs: Any) -> None:
         super().__init__(stream, **kwargs)
         if self.windows:
-            columns = [*WINDOW_COLUMNS, *self.classes]
+            columns = [*WINDOW_COLUMNS, *(prob_column(c) for c in self.classes)]
         else:
             columns = list(EVENT_COLUMNS)
             if self.header.get("source") == "mic":
@@ -232,9 +260,7 @@ class CsvWriter(DetectionWriter):
             self.stream.flush()
 
     def window(self, window: WindowDecision) -> None:
-        row = window_record(window, self.classes)
-        row.update(row.pop("scores"))
-        self._writer.writerow(row)
+        self._writer.writerow(window_csv_row(window, self.classes))
 
 
 class RavenWriter(DetectionWriter):
@@ -263,10 +289,12 @@ class RavenWriter(DetectionWriter):
                 f"{self._offset + event.end:.3f}",
                 "0.0",
                 f"{self.sample_rate / 2:.1f}",
+                event.class_name,
+                event.class_name,
+                f"{event.peak:.4f}",
                 event.source,
                 f"{event.start:.3f}",
                 event.class_name,
-                f"{event.peak:.4f}",
                 f"{event.mean:.4f}",
             ]
         )
@@ -278,11 +306,54 @@ class RavenWriter(DetectionWriter):
         self._offset += seconds
 
 
+class AudacityWriter(DetectionWriter):
+    """Audacity labels: ``start<TAB>end<TAB>class<TAB>peak`` per event, no header.
+
+    Audacity imports one label track per file, so a file holds one recording
+    (the CLI refuses several on one stream). The fourth column is the
+    confidence, as BirdNET-Analyzer writes it; Audacity shows it with the label.
+    """
+
+    def event(self, event: Event) -> None:
+        self.stream.write(
+            f"{event.start:.3f}\t{event.end:.3f}\t{event.class_name}\t{event.peak:.4f}\n"
+        )
+        self.stream.flush()
+
+
+class BirdnetCsvWriter(DetectionWriter):
+    """BirdNET-Analyzer's CSV result table (:data:`BIRDNET_CSV_COLUMNS`), one row per event.
+
+    For tools that read BirdNET results; the class is both the scientific and
+    the common name and the confidence is the event's peak score.
+    """
+
+    def __init__(self, stream: TextIO, **kwargs: Any) -> None:
+        super().__init__(stream, **kwargs)
+        self._writer = csv.writer(stream, lineterminator="\n")
+        self._writer.writerow(BIRDNET_CSV_COLUMNS)
+
+    def event(self, event: Event) -> None:
+        self._writer.writerow(
+            [
+                f"{event.start:.3f}",
+                f"{event.end:.3f}",
+                event.class_name,
+                event.class_name,
+                f"{event.peak:.4f}",
+                event.source,
+            ]
+        )
+        self.stream.flush()
+
+
 WRITERS: dict[str, type[DetectionWriter]] = {
     "json": JsonWriter,
     "jsonl": JsonLinesWriter,
     "csv": CsvWriter,
     "raven": RavenWriter,
+    "audacity": AudacityWriter,
+    "birdnet-csv": BirdnetCsvWriter,
 }
 
 

@@ -43,6 +43,13 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 PROB_PREFIX = "p_"
 """Probability columns of ``predictions.csv`` are ``p_<class name>``."""
+
+
+def prob_column(class_name: str) -> str:
+    """The column of a class's probability (``p_<class>``), in every CSV that has one."""
+    return PROB_PREFIX + class_name
+
+
 PREDICTION_COLUMNS = (
     "path",
     "clip",
@@ -289,14 +296,14 @@ def _prediction_rows(
             "inference_ms": scored.model_ms_per_clip[i],
         }
         for c, name in enumerate(classes):
-            row[PROB_PREFIX + name] = float(probs[i, c])
+            row[prob_column(name)] = float(probs[i, c])
         rows.append(row)
     return rows
 
 
 def predictions_csv(rows: list[dict[str, Any]], classes: tuple[str, ...] | list[str]) -> str:
     """``predictions.csv`` text: one row per clip, then ``p_<class>`` columns."""
-    columns = [*PREDICTION_COLUMNS, *(PROB_PREFIX + c for c in classes)]
+    columns = [*PREDICTION_COLUMNS, *(prob_column(c) for c in classes)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
