@@ -160,9 +160,9 @@ def value_kind(column: str) -> str:
     report does (rates as percentages).
     """
     parts = column.lower().replace("-", "_").replace(" ", "_").split("_")
-    if parts[-1] == "ms":
+    if "ms" in parts:
         return "ms"
-    if parts[-1] == "mb":
+    if "mb" in parts:
         return "mb"
     if any(part in _RATE_WORDS for part in parts):
         return "points" if {"change", "delta", "drop"} & set(parts) else "rate"

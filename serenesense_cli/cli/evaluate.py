@@ -19,6 +19,7 @@ from serenesense_cli.cli._output import (
     emit_json,
     emit_result_path,
     emit_table,
+    format_value,
     log,
     progress_bars,
     warn,
@@ -198,7 +199,11 @@ def _render(result: Any, output_format: OutputFormat) -> None:
         f", {data['split']} split)" if data["split"] else ", all clips)"
     )
     emit_table(
-        [{"metric": label, "value": summary.get(key)} for key, label in _SUMMARY_KEYS],
+        # Each value formatted by its own metric's kind (a rate, ms, a count).
+        [
+            {"metric": label, "value": format_value(summary.get(key), key)}
+            for key, label in _SUMMARY_KEYS
+        ],
         ["metric", "value"],
         title=escape(f"{payload['model']['path']} on {where}"),
         caption=escape(
@@ -207,7 +212,7 @@ def _render(result: Any, output_format: OutputFormat) -> None:
         ),
     )
     emit_table(
-        [{**entry, "class": escape(entry["class"])} for entry in payload["per_class"]],
+        payload["per_class"],  # cells are plain text, never markup: names stay as they are
         ["class", "precision", "recall", "f1", "support", "predicted"],
         title="Per class",
     )
@@ -216,7 +221,7 @@ def _render(result: Any, output_format: OutputFormat) -> None:
     columns = [f"c{j}" for j in range(len(classes))]
     rows = [
         {"true": name, **dict(zip(columns, matrix["counts"][i], strict=True))}
-        for i, name in enumerate(classes)
+        for i, name in enumerate(matrix["classes"])
     ]
     emit_table(
         rows,
