@@ -115,6 +115,8 @@ def quantize_command(
             f"{result.macro_f1_fp32:.3f} -> {result.macro_f1_int8:.3f}; same top class for "
             f"{result.summary()['split_clip_agreement']:.1%} of clips"
         )
+    if result.saved is not None:
+        log(f"wrote the measured results to {result.saved}")
     emit_fields(result.summary(), output_format, title="INT8 quantization")
     if output_format is OutputFormat.table:
         emit_result_path(result.path)
