@@ -59,6 +59,7 @@ def runs(odd_prepared, tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(cnn.run_dir, bare)
     (bare / "metrics.json").unlink()
     (bare / "predictions.csv").unlink()
+    shutil.rmtree(bare / "eval")
     return {"cnn": cnn.run_dir, "vit": vit.run_dir, "bare": bare}
 
 

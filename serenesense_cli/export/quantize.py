@@ -486,6 +486,7 @@ def quantize_onnx(
         measured = None
         if data is not None:
             measured = split_metrics({"fp32": fp32, "int8": int8}, data, split)
+            measured["path"] = str(data)
         del int8
         quantization.update(
             top1_agreement=scores["top1_agreement"], agreement_source=held_out.source
