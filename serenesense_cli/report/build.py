@@ -278,16 +278,24 @@ def build_report(
 
 
 def unique_names(runs: Sequence[RunInfo]) -> list[str]:
-    """What each run is called in the report: its folder name, ``parent/name``
-    where two runs share a name, and ``name (2)`` where even those clash."""
+    """What each run is called in the report: its folder name; where two runs share
+    it, the shortest path ending that tells them apart (``a/cnn``, ``b/cnn``), and
+    ``name (2)`` where even their full paths do not (the same folder twice)."""
+    paths = [run.path.resolve() for run in runs]
     names = [run.name for run in runs]
-    longer = [
-        f"{run.path.resolve().parent.name}/{run.name}" if names.count(run.name) > 1 else run.name
-        for run in runs
-    ]
+    for i, run in enumerate(runs):
+        twins = [p for p, other in zip(paths, runs, strict=True) if other.name == run.name]
+        twins = [p for p in twins if p != paths[i]]
+        depth = 1
+        while twins and depth < len(paths[i].parts):
+            depth += 1
+            ending = paths[i].parts[-depth:]
+            twins = [t for t in twins if t.parts[-depth:] == ending]
+        if depth > 1:
+            names[i] = "/".join(paths[i].parts[-depth:]).lstrip("/")
     used: dict[str, int] = {}
     unique = []
-    for name in longer:
+    for name in names:
         used[name] = used.get(name, 0) + 1
         unique.append(name if used[name] == 1 else f"{name} ({used[name]})")
     return unique
@@ -402,13 +410,13 @@ def _quantize_blocks(runs: list[RunInfo]) -> list[Block]:
                     run.name,
                     export.path.relative_to(run.path).as_posix(),
                     str(q.get("mode") or MISSING),
-                    f"{q.get('calibration') or '-'} ({integer(q.get('calibration_clips'))} clips)",
+                    str(q.get("calibration") or "none (dynamic)"),
                     f"{pct(q.get('top1_agreement'))} of {integer(clips)}",
-                    f"{pct(q.get('accuracy_fp32'))} -> {pct(q.get('accuracy_int8'))}",
+                    f"{pct(q.get('accuracy_fp32'))} → {pct(q.get('accuracy_int8'))}",
                     points(q.get("accuracy_change")),
-                    f"{pct(q.get('macro_f1_fp32'))} -> {pct(q.get('macro_f1_int8'))}",
+                    f"{pct(q.get('macro_f1_fp32'))} → {pct(q.get('macro_f1_int8'))}",
                     points(q.get("macro_f1_change")),
-                    f"{_mb(q.get('size_fp32_mb'))} -> {_mb(q.get('size_int8_mb'))}",
+                    f"{_mb(q.get('size_fp32_mb'))} → {_mb(q.get('size_int8_mb'))}",
                     duration(q.get("seconds")),
                 )
             )
@@ -423,9 +431,9 @@ def _quantize_blocks(runs: list[RunInfo]) -> list[Block]:
                 "mode",
                 "calibration",
                 "top-1 agreement (clips)",
-                "accuracy FP32 -> INT8",
+                "accuracy FP32 → INT8",
                 "change",
-                "macro-F1 FP32 -> INT8",
+                "macro-F1 FP32 → INT8",
                 "change",
                 "size",
                 "time",

@@ -40,7 +40,7 @@ class EvalInfo:
     name: str
     """The folder name (``<data>-<split>``), or the file name of a lone ``metrics.json``."""
     model: str
-    """Which model was scored, for people: ``weights`` or ``export/model.int8.onnx``."""
+    """Which model was scored: ``weights/best.safetensors`` or ``export/model.int8.onnx``."""
     metrics: dict[str, Any]
     predictions: Path | None = None
     thresholds: Path | None = None
@@ -266,9 +266,10 @@ def load_run(path: str | Path) -> RunInfo:
         run.best_meta = _read_json(best.with_suffix(".json"), problems, schema.WEIGHTS_META)
         if run.best_meta is None and shape_problem(header_meta, schema.WEIGHTS_META) is None:
             run.best_meta = header_meta
-    run.evaluations = _evaluations(path / EVAL_DIR, "weights", path, problems)
+    weights = "weights/best.safetensors"
+    run.evaluations = _evaluations(path / EVAL_DIR, weights, path, problems)
     run.primary = _primary(
-        run.evaluations, path / "metrics.json", path / "predictions.csv", "weights", problems
+        run.evaluations, path / "metrics.json", path / "predictions.csv", weights, problems
     )
     run.metrics = run.primary.metrics if run.primary else None
     run.bench = _read_json(path / "bench.json", problems, schema.BENCH) or _read_json(

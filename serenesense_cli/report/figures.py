@@ -388,7 +388,7 @@ def pr_curves(curves: Sequence[Any], path: Path, *, title: str) -> Path:
     class without clips has no curve and is named in the legend as missing.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(10, 5.5), constrained_layout=True)
     for curve, color in zip(curves, _class_colors(len(curves)), strict=True):
         name = plain(short(curve.name, 24))
         if curve.threshold is None:
@@ -408,7 +408,7 @@ def pr_curves(curves: Sequence[Any], path: Path, *, title: str) -> Path:
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(plain(title))
     return _save(fig, path)
 
