@@ -373,3 +373,29 @@ def test_onnx_model_scores_like_the_torch_model(runner, tone_run, tone_prepared,
             [b[PROB_PREFIX + c] for c in classes],
             atol=1e-4,
         )
+
+
+def test_thresholds_best_f1_per_class_and_the_table_round_trips(tmp_path):
+    from serenesense_cli.errors import BadInputError
+    from serenesense_cli.evaluate.thresholds import class_curves, read_thresholds, thresholds_csv
+
+    y_true = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array(
+        [[0.9, 0.1, 0], [0.6, 0.4, 0], [0.3, 0.7, 0], [0.2, 0.8, 0], [0.45, 0.55, 0], [0.1, 0.9, 0]]
+    )
+    curves = class_curves(y_true, probs, ["a", "b", "absent"])
+    a, b, absent = curves
+    # a: at 0.3 all three a clips and one b clip pass: P 3/4, R 1, F1 6/7 (0.6 gives 0.8)
+    assert a.threshold == pytest.approx(0.3) and a.best_f1 == pytest.approx(6 / 7)
+    assert b.threshold == pytest.approx(0.55) and b.best_recall == 1.0
+    assert absent.threshold is None and absent.support == 0
+    path = tmp_path / "thresholds.csv"
+    path.write_text(thresholds_csv(curves), encoding="utf-8")
+    assert path.read_text().splitlines()[0] == "class,threshold,precision,recall,f1,support"
+    assert read_thresholds(path) == {"a": pytest.approx(0.3), "b": pytest.approx(0.55)}
+    path.write_text("class,threshold\na,high\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="line 2: threshold 'high' is not a number"):
+        read_thresholds(path)
+    path.write_text("name,value\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="not a thresholds table"):
+        read_thresholds(path)
