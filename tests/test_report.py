@@ -378,3 +378,21 @@ def test_unique_names_use_the_shortest_telling_path(tmp_path):
     paths = [tmp_path / "x" / "runs" / "cnn", tmp_path / "y" / "runs" / "cnn", tmp_path / "crnn"]
     infos = [RunInfo(path=p, name=p.name, task="train") for p in [*paths, paths[0]]]
     assert unique_names(infos) == ["x/runs/cnn", "y/runs/cnn", "crnn", "x/runs/cnn (2)"]
+
+
+def test_unusable_kept_results_are_left_out_with_a_warning(runner, runs, tmp_path):
+    run = tmp_path / "cnn"
+    shutil.copytree(runs["cnn"], run)
+    (run / "eval" / "prepared-test" / "predictions.csv").write_text("a,b\n1,2\n")
+    (run / "eval" / "prepared-val" / "metrics.json").write_text('{"summary": {"accuracy": "x"}}')
+    (run / "eval" / "prepared-val" / "predictions.csv").unlink()
+    result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("eval/prepared-test/predictions.csv: left out, no path" in w for w in warnings)
+    assert any("eval/prepared-val/metrics.json: left out" in w for w in warnings)
+    markdown = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "validation predictions: missing" in markdown
+    assert "predictions.csv: missing" in _section(
+        markdown, "### Most confidently misclassified clips"
+    )
