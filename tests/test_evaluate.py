@@ -93,10 +93,42 @@ def test_table_output_writes_metrics_into_the_run_folder(runner, tone_run, tone_
     result = runner.invoke(app, ["evaluate", str(tone_run), "--data", str(tone_prepared)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == str(tone_run / "metrics.json")
+    kept = tone_run / "eval" / f"{tone_prepared.name}-test"
+    assert lines[-1] == str(kept / "metrics.json")
+    assert (kept / "metrics.json").is_file() and (kept / "predictions.csv").is_file()
+    # the last evaluation is also where older readers look for it
     assert (tone_run / "metrics.json").is_file() and (tone_run / "predictions.csv").is_file()
     for text in ("macro-F1", "top-2 accuracy", "Window policy", "Confusion matrix", "noise"):
         assert text in result.stdout
+
+
+def test_each_data_set_and_split_is_kept(runner, tone_run, tone_prepared):
+    """val then test keeps both; `validation` is `val`; val writes the thresholds."""
+    for split in ("validation", "test"):
+        result = runner.invoke(
+            app, ["evaluate", str(tone_run), "--data", str(tone_prepared), "--split", split]
+        )
+        assert result.exit_code == 0, result.output
+    val = tone_run / "eval" / f"{tone_prepared.name}-val"
+    test = tone_run / "eval" / f"{tone_prepared.name}-test"
+    assert json.loads((val / "metrics.json").read_text())["data"]["split"] == "val"
+    assert json.loads((test / "metrics.json").read_text())["data"]["split"] == "test"
+    assert json.loads((tone_run / "metrics.json").read_text())["data"]["split"] == "test"
+    assert not (test / "thresholds.csv").exists()  # chosen on validation only
+    with (val / "thresholds.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["class", "threshold", "precision", "recall", "f1", "support"]
+    predictions = read_predictions(val / "predictions.csv")
+    present = {r["true"] for r in predictions}
+    assert {r["class"] for r in rows} == present
+    for row in rows:  # the best-F1 cut, checked against the predictions themselves
+        cut = float(row["threshold"])
+        hits = [float(r[PROB_PREFIX + row["class"]]) >= cut for r in predictions]
+        truth = [r["true"] == row["class"] for r in predictions]
+        tp = sum(h and t for h, t in zip(hits, truth, strict=True))
+        assert tp / sum(truth) == pytest.approx(float(row["recall"]), abs=1e-4)
+        assert tp / sum(hits) == pytest.approx(float(row["precision"]), abs=1e-4)
+        assert 0.0 <= cut <= 1.0
 
 
 def test_csv_output_is_long_format(runner, tone_run, tone_prepared, tmp_path):
@@ -321,7 +353,10 @@ def test_onnx_model_scores_like_the_torch_model(runner, tone_run, tone_prepared,
     assert result.exit_code == 0, result.output
     onnx_metrics = json.loads(result.stdout)
     assert onnx_metrics["model"]["kind"] == "onnx"
-    assert Path(onnx_metrics["metrics_path"]) == tmp_path / "model.metrics.json"
+    kept = tmp_path / "model.eval" / f"{tone_prepared.name}-test"
+    assert Path(onnx_metrics["metrics_path"]) == kept / "metrics.json"
+    assert (kept / "predictions.csv").is_file()
+    assert (tmp_path / "model.metrics.json").is_file()  # the last evaluation
     assert (tmp_path / "model.predictions.csv").is_file()
 
     torch_result = evaluate_model(model=tone_run, data=tone_prepared, write=False)
@@ -338,3 +373,29 @@ def test_onnx_model_scores_like_the_torch_model(runner, tone_run, tone_prepared,
             [b[PROB_PREFIX + c] for c in classes],
             atol=1e-4,
         )
+
+
+def test_thresholds_best_f1_per_class_and_the_table_round_trips(tmp_path):
+    from serenesense_cli.errors import BadInputError
+    from serenesense_cli.evaluate.thresholds import class_curves, read_thresholds, thresholds_csv
+
+    y_true = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array(
+        [[0.9, 0.1, 0], [0.6, 0.4, 0], [0.3, 0.7, 0], [0.2, 0.8, 0], [0.45, 0.55, 0], [0.1, 0.9, 0]]
+    )
+    curves = class_curves(y_true, probs, ["a", "b", "absent"])
+    a, b, absent = curves
+    # a: at 0.3 all three a clips and one b clip pass: P 3/4, R 1, F1 6/7 (0.6 gives 0.8)
+    assert a.threshold == pytest.approx(0.3) and a.best_f1 == pytest.approx(6 / 7)
+    assert b.threshold == pytest.approx(0.55) and b.best_recall == 1.0
+    assert absent.threshold is None and absent.support == 0
+    path = tmp_path / "thresholds.csv"
+    path.write_text(thresholds_csv(curves), encoding="utf-8")
+    assert path.read_text().splitlines()[0] == "class,threshold,precision,recall,f1,support"
+    assert read_thresholds(path) == {"a": pytest.approx(0.3), "b": pytest.approx(0.55)}
+    path.write_text("class,threshold\na,high\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="line 2: threshold 'high' is not a number"):
+        read_thresholds(path)
+    path.write_text("name,value\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="not a thresholds table"):
+        read_thresholds(path)

@@ -140,8 +140,12 @@ def test_cli_pretrain_writes_the_run_folder_contract(runner, tone_prepared, tmp_
         "weights/last_state.pt",
         "figures/reconstruction_epoch001.png",
         "figures/reconstruction_epoch002.png",
+        "train.log",
+        "curves.png",
     ):
         assert (run_dir / name).is_file(), name
+    assert not (run_dir / "confusion.png").exists()  # no classes, no confusion
+    assert "epoch 2: train_loss" in (run_dir / "train.log").read_text(encoding="utf-8")
     assert (run_dir / "figures/reconstruction_epoch002.png").read_bytes()[:4] == b"\x89PNG"
     header = (run_dir / "history.csv").read_text().splitlines()[0]
     assert header == ",".join(HISTORY_COLUMNS)

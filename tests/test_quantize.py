@@ -103,6 +103,11 @@ def test_static_cnn_through_the_cli_with_accuracy(runner, fp32, tone_prepared, t
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == str(out)
     assert "top-1 agreement" in result.stderr and "accuracy" in result.stderr
+    saved = json.loads((tmp_path / "cnn.int8.quantize.json").read_text())  # for the report
+    assert saved["format"] == "serenesense-quantize" and saved["mode"] == "static"
+    assert saved["calibration_clips"] == 8 and saved["measured"]["split"] == "test"
+    assert isinstance(saved["accuracy_int8"], float) and saved["top1_agreement"] >= 0
+    assert str(tmp_path / "cnn.int8.quantize.json") in result.stderr
 
     model = onnx.load(str(out))
     counts = graph.op_counts(model)

@@ -53,12 +53,14 @@ def runs(odd_prepared, tmp_path_factory) -> dict[str, Path]:
         "audiomae", overrides=quick, model_args={"size": "tiny", "depth": 1, "drop_path": 0.0}
     )
     vit = train(data=odd_prepared, config=vit_config, runs_dir=root, name="vit")
+    evaluate_model(model=cnn.run_dir, data=odd_prepared, split="val")  # kept beside test
     for run in (cnn.run_dir, vit.run_dir):
         evaluate_model(model=run, data=odd_prepared, split="test")
     bare = root / "train" / "cnn_unevaluated"
     shutil.copytree(cnn.run_dir, bare)
     (bare / "metrics.json").unlink()
     (bare / "predictions.csv").unlink()
+    shutil.rmtree(bare / "eval")
     return {"cnn": cnn.run_dir, "vit": vit.run_dir, "bare": bare}
 
 
@@ -250,3 +252,147 @@ def test_report_out_is_never_a_run_folder_and_replacing_warns(runner, runs, tmp_
     again = runner.invoke(app, ["report", str(runs["cnn"]), "--out", str(out)])
     assert again.exit_code == 0
     assert f"warning: replaced the report that was in {out}" in again.stderr
+
+
+def _section(markdown: str, heading: str) -> list[str]:
+    """The lines under ``heading`` up to the next heading."""
+    lines = markdown.splitlines()
+    start = lines.index(heading) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("#")), len(lines))
+    return lines[start:end]
+
+
+def _rows(lines: list[str]) -> list[list[str]]:
+    table = [line for line in lines if line.startswith("|")][2:]  # header and rule off
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
+
+
+def test_report_shows_kept_results_thresholds_worst_clips_and_data(
+    runner, runs, odd_prepared, tmp_path
+):
+    from serenesense_cli.data.cache import open_prepared
+    from serenesense_cli.evaluate.run import evaluate_model
+    from serenesense_cli.report.document import md_escape
+
+    run = tmp_path / "a" / "cnn"
+    shutil.copytree(runs["cnn"], run)
+    evaluate_model(model=run, data=odd_prepared, split="validation")  # the last one is val now
+    assert json.loads((run / "metrics.json").read_text())["data"]["split"] == "val"
+    test = json.loads((run / "eval" / "prepared-test" / "metrics.json").read_text())
+    twin = tmp_path / "b" / "cnn"
+    shutil.copytree(runs["cnn"], twin)
+    (twin / "config.toml").write_text(
+        (twin / "config.toml").read_text().replace(str(odd_prepared.resolve()), "/gone/data")
+    )
+    export = run / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"x" * 1000)
+    (export / "model.int8.onnx").write_bytes(b"x" * 400)
+    quantized = {
+        "format": "serenesense-quantize",
+        "source": str(export / "model.onnx"),
+        "mode": "static",
+        "calibration": "prepared set",
+        "calibration_clips": 8,
+        "top1_agreement": 0.95,
+        "agreement_clips": 20,
+        "split": "test",
+        "accuracy_fp32": 0.5,
+        "accuracy_int8": 0.45,
+        "accuracy_change": -0.05,
+        "macro_f1_fp32": 0.4,
+        "macro_f1_int8": 0.35,
+        "macro_f1_change": -0.05,
+        "measured": {"path": str(odd_prepared), "split": "test", "clips": 6},
+    }
+    (export / "model.int8.quantize.json").write_text(json.dumps(quantized))
+    out = tmp_path / "r"
+    (out / "figures").mkdir(parents=True)
+    _tiny_png(out / "figures" / "stale_run_confusion.png")
+    (out / "figures" / "notes.txt").write_text("mine")
+
+    result = runner.invoke(app, ["report", str(run), str(twin), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+
+    # Runs of the same name get distinct headings; stale figures are gone, other files stay.
+    assert "## Run: a/cnn" in markdown and "## Run: b/cnn" in markdown
+    assert not (out / "figures" / "stale_run_confusion.png").exists()
+    assert (out / "figures" / "notes.txt").read_text() == "mine"
+    assert {"a_cnn_pr.png", "a_cnn_logmel.png", "b_cnn_pr.png"} <= {
+        p.name for p in (out / "figures").iterdir()
+    }
+    assert not (out / "figures" / "b_cnn_logmel.png").exists()  # its data set is gone
+
+    # The comparison shows the test split although val was evaluated last.
+    assert pct(test["summary"]["accuracy"]) in _table_row(markdown, "a/cnn")
+    assert "test split of prepared" in _table_row(markdown, "a/cnn")
+    evaluations = _rows(_section(markdown, "### All evaluations"))
+    assert {r[1] for r in evaluations if r[0] == "weights/best.safetensors"} >= {
+        "prepared-test",
+        "prepared-val",
+    }
+
+    # INT8 accuracy comes from the quantize results, no longer missing.
+    deploy = _rows(_section(markdown, "## Deployment artefacts"))
+    int8 = next(r for r in deploy if r[1] == "export/model.int8.onnx")
+    fp32 = next(r for r in deploy if r[1] == "export/model.onnx")
+    assert int8[5:7] == ["45.00 %", "35.00 %"] and fp32[5:7] == ["50.00 %", "40.00 %"]
+    assert "(serenesense quantize)" in int8[4]
+    (quant,) = _rows(_section(markdown, "## INT8 quantization"))
+    assert quant[2] == "static" and "95.00 % of 20" in quant[4] and quant[6] == "-5.00 pts"
+
+    # Class counts per split: the training set's, or the evaluated sets' when it is gone.
+    prepared = open_prepared(odd_prepared)
+    counts = {r[0]: r[1:] for r in _rows(_section(markdown, "### Data"))}
+    for index, name in enumerate(prepared.classes):
+        expected = [str(prepared.class_counts(s)[index]) for s in prepared.splits]
+        assert counts[md_escape(name)] == expected
+    b_section = markdown[markdown.index("## Run: b/cnn") :]
+    assert "(/gone/data) is not reachable" in b_section
+
+    # Threshold table = thresholds.csv; worst clips = predictions.csv, most confident first.
+    with (run / "eval" / "prepared-val" / "thresholds.csv").open(encoding="utf-8") as handle:
+        saved = {r["class"]: r for r in csv.DictReader(handle)}
+    a_section = markdown[: markdown.index("## Run: b/cnn")]
+    table = _rows(_section(a_section, "### Precision-recall and thresholds per class"))
+    assert [r[0] for r in table] == [md_escape(c) for c in saved]
+    for row, entry in zip(table, saved.values(), strict=True):
+        assert row[1] == f"{float(entry['threshold']):.3f}"
+        assert row[4] == pct(float(entry["f1"]))
+    with (run / "eval" / "prepared-test" / "predictions.csv").open(encoding="utf-8") as handle:
+        wrong = [r for r in csv.DictReader(handle) if r["true"] != r["predicted"]]
+    worst = _rows(_section(a_section, "### Most confidently misclassified clips"))
+    assert len(worst) == min(10, len(wrong))
+    if wrong:
+        top = max(wrong, key=lambda r: float(r["confidence"]))
+        assert worst[0][3] == f"{float(top['confidence']):.3f}"
+        scores = [float(r[3]) for r in worst]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_unique_names_use_the_shortest_telling_path(tmp_path):
+    from serenesense_cli.report.build import unique_names
+    from serenesense_cli.report.collect import RunInfo
+
+    paths = [tmp_path / "x" / "runs" / "cnn", tmp_path / "y" / "runs" / "cnn", tmp_path / "crnn"]
+    infos = [RunInfo(path=p, name=p.name, task="train") for p in [*paths, paths[0]]]
+    assert unique_names(infos) == ["x/runs/cnn", "y/runs/cnn", "crnn", "x/runs/cnn (2)"]
+
+
+def test_unusable_kept_results_are_left_out_with_a_warning(runner, runs, tmp_path):
+    run = tmp_path / "cnn"
+    shutil.copytree(runs["cnn"], run)
+    (run / "eval" / "prepared-test" / "predictions.csv").write_text("a,b\n1,2\n")
+    (run / "eval" / "prepared-val" / "metrics.json").write_text('{"summary": {"accuracy": "x"}}')
+    (run / "eval" / "prepared-val" / "predictions.csv").unlink()
+    result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("eval/prepared-test/predictions.csv: left out, no path" in w for w in warnings)
+    assert any("eval/prepared-val/metrics.json: left out" in w for w in warnings)
+    markdown = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "validation predictions: missing" in markdown
+    assert "predictions.csv: missing" in _section(
+        markdown, "### Most confidently misclassified clips"
+    )

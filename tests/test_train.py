@@ -64,8 +64,19 @@ def test_cli_train_writes_a_complete_run_folder(runner, tone_prepared, tmp_path)
         "weights/best.json",
         "weights/last.safetensors",
         "weights/last_state.pt",
+        "train.log",
+        "curves.png",
+        "confusion.png",
     ):
         assert (run_dir / name).is_file(), name
+    for png in ("curves.png", "confusion.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log_lines = (run_dir / "train.log").read_text(encoding="utf-8").splitlines()
+    assert "started:" in log_lines[0]
+    epochs = [line.split(" ", 2)[2] for line in log_lines if ": train_loss " in line]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1", "epoch 2"]
+    assert "epoch 2: train_loss" in log_lines[-2] and "val_macro_f1" in log_lines[-2]
+    assert "stopped (completed) after 2 epoch(s)" in log_lines[-1]
     history = read_history(run_dir)
     assert [row["epoch"] for row in history] == [1, 2]
     assert all(row["lr"] == pytest.approx(1e-3) for row in history)
@@ -127,6 +138,10 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tone_prepared, tmp_pa
     assert read_history(cut.run_dir)[-1]["partial"] == 1
     resumed = train(data=None, resume=cut.run_dir, overrides={"max_steps": 0})
     assert resumed.stopped == "completed" and resumed.global_step == full.global_step
+    log = (cut.run_dir / "train.log").read_text(encoding="utf-8")  # appended on resume
+    assert "stopped (max_steps)" in log and "resumed:" in log
+    assert log.index("stopped (max_steps)") < log.index("resumed:")
+    assert log.rstrip().endswith(f"{full.global_step} steps; best epoch {resumed.best_epoch}")
     _assert_same_weights(_weights(full.run_dir), _weights(resumed.run_dir))
     assert [r["epoch"] for r in read_history(resumed.run_dir)] == [1, 2, 3]
 

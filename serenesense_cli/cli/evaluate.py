@@ -65,8 +65,9 @@ def evaluate_command(
         str | None,
         typer.Option(
             "--split",
-            help="train, val or test. Prepared sets: default test. Raw sources: default "
-            "every clip; with --split, the clips the source assigns to it.",
+            help="train, val or test (also training, validation, testing). Prepared sets: "
+            "default test. Raw sources: default every clip; with --split, the clips the "
+            "source assigns to it. val also writes thresholds.csv (per-class thresholds).",
         ),
     ] = None,
     hop: Annotated[
@@ -126,8 +127,8 @@ def evaluate_command(
         typer.Option(
             "--out",
             "-o",
-            help="Folder for metrics.json and predictions.csv (default: the run folder, "
-            "or beside a model file as <stem>.metrics.json).",
+            help="Folder for metrics.json and predictions.csv (default: RUN/eval/<data>-<split>/ "
+            "for a run folder, <stem>.eval/<data>-<split>/ beside a model file).",
             file_okay=False,
         ),
     ] = None,
@@ -181,6 +182,10 @@ def evaluate_command(
     if gain_db:
         log(f"every clip was scaled by {gain_db:+g} dB before scoring")
     log(f"wrote {result.metrics_path} and {result.predictions_path}")
+    if result.thresholds_path is not None:
+        log(f"wrote per-class thresholds (best F1 on this split) to {result.thresholds_path}")
+    if result.latest_path is not None:
+        log(f"the last evaluation is also in {result.latest_path}")
     _render(result, output_format)
 
 

@@ -119,6 +119,8 @@ def quantize_command(
             f"{result.macro_f1_fp32:.1%} -> {result.macro_f1_int8:.1%}; same top class for "
             f"{result.summary()['split_clip_agreement']:.1%} of clips"
         )
+    if result.saved is not None:
+        log(f"wrote the measured results to {result.saved}")
     emit_fields(result.summary(), output_format, title="INT8 quantization")
     if output_format is OutputFormat.table:
         emit_result_path(result.path)

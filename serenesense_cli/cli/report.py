@@ -39,8 +39,11 @@ def report_command(
     """Write a Markdown + HTML report comparing RUN folders.
 
     Training curves, confusion matrices, per-class F1, calibration, and a
-    comparison table and figure; anything a run folder lacks is shown as
-    missing (see docs/reports.md). A report already in --out is replaced,
+    comparison table and figure; every kept evaluation, INT8 and benchmark
+    results, clips per class and split, an example log-mel per class, the
+    most confidently misclassified clips, and precision-recall curves with
+    per-class thresholds from the validation predictions. Anything a run
+    folder lacks is shown as missing (see docs/reports.md). A report already in --out is replaced,
     with a warning; --out cannot be one of the run folders.
 
     Examples:

@@ -18,6 +18,27 @@ import numpy as np
 from serenesense_cli.errors import DataSetError
 
 SPLITS = ("train", "val", "test")
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing")
+"""What ``--split`` accepts: the names manifests accept (any case), mapped to :data:`SPLITS`."""
+
+
+def canonical_split(split: str | None) -> str | None:
+    """``validation``/``valid`` -> ``val``, ``training`` -> ``train``, ``testing`` -> ``test``,
+    as in manifests; anything else is an error naming the accepted names."""
+    from serenesense_cli.data.sources import normalise_split
+
+    if split is None:
+        return None
+    try:
+        name = normalise_split(split)
+    except ValueError:
+        name = None
+    if name is None:
+        raise DataSetError(
+            f"unknown split {split!r}",
+            hint=f"use train, val or test (also accepted: {', '.join(SPLIT_NAMES)})",
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -63,8 +84,7 @@ def open_eval_data(path: str | Path, *, split: str | None, sample_rate: int) -> 
     from serenesense_cli.data.cache import read_metadata
 
     path = Path(path)
-    if split is not None and split not in SPLITS:
-        raise DataSetError(f"unknown split {split!r}", hint="use train, val or test")
+    split = canonical_split(split)
     if not path.exists():
         raise DataSetError(f"{path}: no such data set", hint="pass a prepared set or a source")
     if path.is_dir() and read_metadata(path) is not None:

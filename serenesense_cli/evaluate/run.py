@@ -8,7 +8,9 @@ and quantization is measured on exactly the same clips, windows and metrics.
 Windows of all clips are batched together for speed; the model time of each
 batch is shared among its windows, so a clip's inference time is the model
 time of its windows. Results are written atomically as ``metrics.json`` and
-``predictions.csv``.
+``predictions.csv`` (plus ``thresholds.csv`` for the validation split) into a
+folder per data set and split, so one evaluation never replaces another's
+results; the last one is also copied beside the model (``RUN/metrics.json``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +30,14 @@ import numpy as np
 
 from serenesense_cli import __version__
 from serenesense_cli.errors import DataSetError, SereneSenseError
-from serenesense_cli.evaluate.data import EvalData, check_classes, open_eval_data
+from serenesense_cli.evaluate.data import (
+    EvalData,
+    canonical_split,
+    check_classes,
+    open_eval_data,
+)
 from serenesense_cli.evaluate.metrics import classification_report_dict
+from serenesense_cli.evaluate.thresholds import THRESHOLDS_FILE, class_curves, thresholds_csv
 from serenesense_cli.evaluate.windows import WindowPolicy, hop_samples, slice_windows
 from serenesense_cli.fileio import (
     json_value,
@@ -70,7 +80,12 @@ class EvaluationResult:
     report: dict[str, Any]
     predictions: list[dict[str, Any]]
     metrics_path: Path | None = None
+    """The kept ``metrics.json`` (``RUN/eval/<data>-<split>/`` or ``--out``)."""
     predictions_path: Path | None = None
+    thresholds_path: Path | None = None
+    """``thresholds.csv``: written for the validation split only."""
+    latest_path: Path | None = None
+    """The copy of the last evaluation (``RUN/metrics.json``); ``None`` with ``--out``."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -79,21 +94,80 @@ class EvaluationResult:
         return self.report["summary"]
 
 
-def output_paths(model: str | Path, out: str | Path | None) -> tuple[Path, Path]:
-    """Where ``metrics.json`` and ``predictions.csv`` go.
+EVAL_DIR = "eval"
+"""A run folder keeps every evaluation in ``eval/<data>-<split>/``."""
 
-    ``--out DIR`` wins; a run folder holds its own; a model file gets
-    ``<stem>.metrics.json`` and ``<stem>.predictions.csv`` beside it.
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where an evaluation's files go.
+
+    ``folder`` keeps this data set and split's results (one folder per data
+    set and split, so evaluating ``val`` and then ``test`` keeps both);
+    ``latest`` is the copy of the last evaluation beside the model
+    (``RUN/metrics.json``, ``<stem>.metrics.json``), absent with ``--out``.
+    """
+
+    folder: Path
+    metrics: Path
+    predictions: Path
+    thresholds: Path
+    latest: tuple[Path, Path] | None = None
+
+    def all(self) -> list[Path]:
+        return [self.metrics, self.predictions, self.thresholds, *(self.latest or ())]
+
+
+def eval_name(data: str | Path, split: str | None, gain_db: float = 0.0) -> str:
+    """``<data>-<split>``: the prepared folder's (or source file's) name, made
+    file-name safe, and the split (``all`` for every clip of a raw source);
+    a ``--gain-db`` run gets its own folder (``-gain-10dB``)."""
+    path = Path(data)
+    resolved = Path(os.path.realpath(path))
+    base = resolved.stem if path.is_file() else resolved.name
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._-") or "data"
+    name = f"{base}-{split or 'all'}"
+    if gain_db:
+        name += f"-gain{gain_db:+g}dB"
+    return name
+
+
+def output_paths(
+    model: str | Path,
+    out: str | Path | None,
+    *,
+    data: str | Path = "data",
+    split: str | None = None,
+    gain_db: float = 0.0,
+) -> OutputPaths:
+    """Where ``metrics.json``, ``predictions.csv`` and ``thresholds.csv`` go.
+
+    ``--out DIR`` wins (``DIR/metrics.json``, ...); a run folder keeps them in
+    ``RUN/eval/<data>-<split>/`` and the last evaluation in ``RUN/metrics.json``;
+    a model file ``x.onnx`` in ``x.eval/<data>-<split>/`` beside it and the last
+    evaluation in ``x.metrics.json``.
     """
     if out is not None:
-        out = Path(out)
-        return out / METRICS_FILE, out / PREDICTIONS_FILE
-    model = Path(model)
-    if model.is_dir():
-        return model / METRICS_FILE, model / PREDICTIONS_FILE
-    return (
-        model.with_name(f"{model.stem}.{METRICS_FILE}"),
-        model.with_name(f"{model.stem}.{PREDICTIONS_FILE}"),
+        folder = Path(out)
+        latest = None
+    else:
+        model = Path(model)
+        name = eval_name(data, split, gain_db)
+        if model.is_dir():
+            folder = model / EVAL_DIR / name
+            latest = (model / METRICS_FILE, model / PREDICTIONS_FILE)
+        else:
+            folder = model.with_name(f"{model.stem}.{EVAL_DIR}") / name
+            latest = (
+                model.with_name(f"{model.stem}.{METRICS_FILE}"),
+                model.with_name(f"{model.stem}.{PREDICTIONS_FILE}"),
+            )
+    return OutputPaths(
+        folder=folder,
+        metrics=folder / METRICS_FILE,
+        predictions=folder / PREDICTIONS_FILE,
+        thresholds=folder / THRESHOLDS_FILE,
+        latest=latest,
     )
 
 
@@ -115,7 +189,8 @@ def evaluate_model(
     """Score every clip of ``data`` with ``model`` and compute all metrics.
 
     ``split`` picks a prepared set's split (default ``test``) or, for a raw
-    source, the clips it assigns to that split (default: every clip).
+    source, the clips it assigns to that split (default: every clip); the
+    names manifests accept (``validation``, ``training``, ...) work too.
     ``batch_size`` counts windows; ``spin=False`` lets idle inference
     threads sleep (onnxruntime models); ``device`` is cpu, cuda or auto
     (inference/devices.py; ``notes`` say a fallback to the CPU). ``gain_db``
@@ -129,8 +204,9 @@ def evaluate_model(
         raise DataSetError(f"batch size must be at least 1, not {batch_size}")
     if not math.isfinite(gain_db):
         raise DataSetError(f"gain must be a finite number of dB, not {gain_db}")
-    if write:
-        for path in output_paths(model, out):
+    split = canonical_split(split)  # `validation` is `val`, as in manifests
+    if write:  # the paths that do not depend on the split, before the model loads
+        for path in output_paths(model, out, data=data, split=split, gain_db=gain_db).all():
             refuse_input_as_output(path, [model, data])
     started = time.perf_counter()
     threads = int(threads) if threads else default_threads()
@@ -143,6 +219,10 @@ def evaluate_model(
     )
     dataset = open_eval_data(data, split=split, sample_rate=policy.sample_rate)
     check_classes(dataset, classes, model)
+    paths = output_paths(model, out, data=data, split=dataset.split, gain_db=gain_db)
+    if write:
+        for path in paths.all():
+            refuse_input_as_output(path, [model, data])
 
     scored = _score(backend, dataset, policy, batch_size, on_progress, gain=10.0 ** (gain_db / 20))
     if not scored.items:
@@ -200,12 +280,35 @@ def evaluate_model(
         notes=list(getattr(backend, "notes", [])),
     )
     if write:
-        metrics_path, predictions_path = output_paths(model, out)
-        payload["predictions"] = str(predictions_path)
-        write_text_atomic(predictions_path, predictions_csv(rows, classes))
-        write_json_atomic(metrics_path, payload)
-        result.metrics_path, result.predictions_path = metrics_path, predictions_path
+        _write(result, paths, classes, y_true, probs, validation=dataset.split == "val")
     return result
+
+
+def _write(
+    result: EvaluationResult,
+    paths: OutputPaths,
+    classes: tuple[str, ...],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    *,
+    validation: bool,
+) -> None:
+    """The kept files, ``thresholds.csv`` for the validation split, then the latest copy."""
+    payload = result.report
+    payload["predictions"] = str(paths.predictions)
+    if validation:  # thresholds are chosen on validation clips, never on test
+        payload["thresholds"] = str(paths.thresholds)
+        write_text_atomic(paths.thresholds, thresholds_csv(class_curves(y_true, probs, classes)))
+        result.thresholds_path = paths.thresholds
+    text = predictions_csv(result.predictions, classes)
+    write_text_atomic(paths.predictions, text)
+    write_json_atomic(paths.metrics, payload)
+    result.metrics_path, result.predictions_path = paths.metrics, paths.predictions
+    if paths.latest is not None:
+        latest_metrics, latest_predictions = paths.latest
+        write_text_atomic(latest_predictions, text)
+        write_json_atomic(latest_metrics, {**payload, "predictions": str(latest_predictions)})
+        result.latest_path = latest_metrics
 
 
 @dataclass

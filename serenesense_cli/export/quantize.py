@@ -78,6 +78,8 @@ class QuantizeResult:
     macro_f1_int8: float | None = None
     macro_f1_change: float | None = None
     notes: list[str] = field(default_factory=list)
+    saved: Path | None = None
+    """``<INT8 stem>.quantize.json``: what was measured, for ``serenesense report``."""
 
     def summary(self) -> dict[str, Any]:
         """A flat dict for tables and JSON."""
@@ -110,6 +112,33 @@ class QuantizeResult:
             "macro_f1_change": self.macro_f1_change,
             "seconds": round(self.seconds, 2),
         }
+
+
+QUANTIZE_FORMAT = "serenesense-quantize"
+QUANTIZE_VERSION = 1
+
+
+def quantize_json_path(int8_path: str | Path) -> Path:
+    """``<stem>.quantize.json`` beside the INT8 model (``model.int8.quantize.json``)."""
+    path = Path(int8_path)
+    return path.with_name(f"{path.stem}.quantize.json")
+
+
+def quantize_record(result: QuantizeResult) -> dict[str, Any]:
+    """The ``.quantize.json`` payload: the summary, per-model scores, op counts, notes.
+
+    Why a file: quantization measures agreement and the accuracy change once;
+    without it the report could only say "missing" for the INT8 model.
+    """
+    return {
+        "format": QUANTIZE_FORMAT,
+        "format_version": QUANTIZE_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **result.summary(),
+        "quantized_ops": dict(result.quantized_ops),
+        "measured": result.data,
+        "notes": list(result.notes),
+    }
 
 
 def default_int8_path(onnx_path: str | Path) -> Path:
@@ -388,6 +417,7 @@ def quantize_onnx(
     data: str | Path | None = None,
     split: str = "test",
     agreement_clips: int = AGREEMENT_CLIPS,
+    save: bool = True,
     on_progress: ProgressCallback | None = None,
 ) -> QuantizeResult:
     """Quantize an exported FP32 model to INT8 and prove that it loads, runs and agrees.
@@ -395,6 +425,7 @@ def quantize_onnx(
     ``calib``: prepared set for static calibration (its train split; default:
     the model's own training set, else synthetic events, with a note).
     ``data`` + ``split``: also measure accuracy / macro-F1 of FP32 and INT8.
+    ``save``: write the measured results to ``<INT8 stem>.quantize.json``.
     """
     started = time.perf_counter()
     source, out = _check_paths(onnx_path, out_path)
@@ -455,6 +486,7 @@ def quantize_onnx(
         measured = None
         if data is not None:
             measured = split_metrics({"fp32": fp32, "int8": int8}, data, split)
+            measured["path"] = str(data)
         del int8
         quantization.update(
             top1_agreement=scores["top1_agreement"], agreement_source=held_out.source
@@ -487,6 +519,10 @@ def quantize_onnx(
     )
     if measured is not None:
         _add_measured(result, measured)
+    if save:
+        from serenesense_cli.fileio import write_json_atomic
+
+        result.saved = write_json_atomic(quantize_json_path(out), quantize_record(result))
     return result
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 from serenesense_cli import __version__
 from serenesense_cli.errors import BadInputError
+from serenesense_cli.evaluate.run import PROB_PREFIX
+from serenesense_cli.evaluate.thresholds import class_curves
 from serenesense_cli.fileio import (
     refuse_input_as_output,
     write_json_atomic,
@@ -26,7 +29,16 @@ from serenesense_cli.fileio import (
 )
 from serenesense_cli.progress import ProgressCallback, report
 from serenesense_cli.report import figures
-from serenesense_cli.report.collect import RunInfo, load_run
+from serenesense_cli.report.collect import (
+    EXAMPLE_SECONDS,
+    DataSetInfo,
+    EvalInfo,
+    ExportInfo,
+    RunInfo,
+    load_run,
+    load_training_data,
+    read_predictions,
+)
 from serenesense_cli.report.document import (
     Block,
     Bullets,
@@ -210,8 +222,11 @@ def build_report(
     refuse_input_as_output(out, runs)  # a report inside a run folder would mix with its files
     replaced = (out / REPORT_MD).exists() or (out / REPORT_HTML).exists()
     infos = [load_run(path) for path in runs]
+    for run, name in zip(infos, unique_names(infos), strict=True):
+        run.name = name
     fig_dir = out / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
+    earlier = set(fig_dir.glob("*.png"))
     title = title or "serenesense report: " + ", ".join(run.name for run in infos)
     slugs = _slugs([run.name for run in infos])
     written: list[Path] = []
@@ -238,6 +253,8 @@ def build_report(
         blocks += _run_blocks(run, slug, fig_dir, written)
         report(on_progress, "report", done, total)
 
+    for stale in earlier - set(written):  # figures of an earlier report that this one lacks
+        stale.unlink(missing_ok=True)
     markdown = write_text_atomic(out / REPORT_MD, to_markdown(blocks, base=out))
     page = write_text_atomic(out / REPORT_HTML, to_html(blocks, title=title))
     payload = {
@@ -258,6 +275,30 @@ def build_report(
         replaced=replaced,
         problems=[f"{run.path}: {problem}" for run in infos for problem in run.problems],
     )
+
+
+def unique_names(runs: Sequence[RunInfo]) -> list[str]:
+    """What each run is called in the report: its folder name; where two runs share
+    it, the shortest path ending that tells them apart (``a/cnn``, ``b/cnn``), and
+    ``name (2)`` where even their full paths do not (the same folder twice)."""
+    paths = [run.path.resolve() for run in runs]
+    names = [run.name for run in runs]
+    for i, run in enumerate(runs):
+        twins = [p for p, other in zip(paths, runs, strict=True) if other.name == run.name]
+        twins = [p for p in twins if p != paths[i]]
+        depth = 1
+        while twins and depth < len(paths[i].parts):
+            depth += 1
+            ending = paths[i].parts[-depth:]
+            twins = [t for t in twins if t.parts[-depth:] == ending]
+        if depth > 1:
+            names[i] = "/".join(paths[i].parts[-depth:]).lstrip("/")
+    used: dict[str, int] = {}
+    unique = []
+    for name in names:
+        used[name] = used.get(name, 0) + 1
+        unique.append(name if used[name] == 1 else f"{name} ({used[name]})")
+    return unique
 
 
 def _slugs(names: Sequence[str]) -> list[str]:
@@ -323,7 +364,92 @@ def _comparison_blocks(
                 rows=tuple(deploy),
             ),
         ]
+    blocks += _quantize_blocks(runs)
     return blocks
+
+
+def quantize_scores(run: RunInfo, export: ExportInfo) -> dict[str, Any] | None:
+    """Accuracy and macro-F1 that ``serenesense quantize --data`` measured, shaped like
+    ``metrics.json``: for the INT8 file from its own ``.quantize.json``, for the FP32
+    file from the ``.quantize.json`` of the INT8 model made from it."""
+    if export.quantize is not None:
+        found, side = export.quantize, "int8"
+    else:
+        made = [
+            e.quantize
+            for e in run.exports
+            if e.quantize and Path(str(e.quantize.get("source") or "")).name == export.path.name
+        ]
+        if not made:
+            return None
+        found, side = made[-1], "fp32"
+    measured = found.get("measured") or {}
+    if found.get(f"accuracy_{side}") is None:
+        return None
+    return {
+        "source": "quantize",
+        "summary": {
+            "accuracy": found.get(f"accuracy_{side}"),
+            "macro_f1": found.get(f"macro_f1_{side}"),
+        },
+        "data": {"path": measured.get("path"), "kind": "prepared", "split": found.get("split")},
+    }
+
+
+def _quantize_blocks(runs: list[RunInfo]) -> list[Block]:
+    """What ``serenesense quantize`` measured for each INT8 model (``.quantize.json``)."""
+    rows = []
+    for run in runs:
+        for export in run.exports:
+            q = export.quantize
+            if not q:
+                continue
+            clips = q.get("agreement_clips")
+            rows.append(
+                (
+                    run.name,
+                    export.path.relative_to(run.path).as_posix(),
+                    str(q.get("mode") or MISSING),
+                    str(q.get("calibration") or "none (dynamic)"),
+                    f"{pct(q.get('top1_agreement'))} of {integer(clips)}",
+                    f"{pct(q.get('accuracy_fp32'))} → {pct(q.get('accuracy_int8'))}",
+                    points(q.get("accuracy_change")),
+                    f"{pct(q.get('macro_f1_fp32'))} → {pct(q.get('macro_f1_int8'))}",
+                    points(q.get("macro_f1_change")),
+                    f"{_mb(q.get('size_fp32_mb'))} → {_mb(q.get('size_int8_mb'))}",
+                    duration(q.get("seconds")),
+                )
+            )
+    if not rows:
+        return []
+    return [
+        Heading(2, "INT8 quantization"),
+        Table(
+            headers=(
+                "run",
+                "INT8 model",
+                "mode",
+                "calibration",
+                "top-1 agreement (clips)",
+                "accuracy FP32 → INT8",
+                "change",
+                "macro-F1 FP32 → INT8",
+                "change",
+                "size",
+                "time",
+            ),
+            rows=tuple(rows),
+        ),
+        Para(
+            "From <INT8 model>.quantize.json (serenesense quantize): agreement = clips whose top "
+            "class is the same in FP32 and INT8; accuracy and macro-F1 on the split given to "
+            "quantize --data (missing without it)."
+        ),
+    ]
+
+
+def _mb(value: float | None) -> str:
+    return MISSING if value is None else f"{float(value):.2f} MB"
 
 
 def _deployment_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
@@ -342,9 +468,13 @@ def _deployment_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
         ]
         for export in run.exports:
             name = export.path.relative_to(run.path).as_posix()
-            artefacts.append((name, "onnx", export.size_bytes, export.metrics, export.bench))
+            metrics = export.metrics or quantize_scores(run, export)
+            artefacts.append((name, "onnx", export.size_bytes, metrics, export.bench))
         for name, kind, size, metrics, bench in artefacts:
             summary = (metrics or {}).get("summary") or {}
+            where = eval_set(metrics)
+            if where and (metrics or {}).get("source") == "quantize":
+                where += " (serenesense quantize)"
             rss = (bench or {}).get("peak_rss_mb")
             threads = (bench or {}).get("threads")
             rows.append(
@@ -353,7 +483,7 @@ def _deployment_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
                     name,
                     kind,
                     megabytes(size),
-                    eval_set(metrics) or MISSING,
+                    where or MISSING,
                     pct(summary.get("accuracy")),
                     pct(summary.get("macro_f1")),
                     millis(_latency(bench, "p50")),
@@ -401,8 +531,44 @@ def _pretrain_table(runs: list[RunInfo]) -> list[Block]:
     ]
 
 
+WORST_CLIPS = 10
+"""Misclassified clips listed per run, the most confidently wrong first."""
+
+
+@dataclass
+class _Extras:
+    """What a classifier run's section reads beyond the JSON files, read once up
+    front so that every file that cannot be read is listed at the top."""
+
+    data: DataSetInfo | None
+    predictions: dict[Path, list[dict[str, Any]] | None]
+    validation: EvalInfo | None
+
+    @classmethod
+    def gather(cls, run: RunInfo) -> _Extras:
+        data = load_training_data(run.config, run.problems)
+        vals = [e for e in run.evaluations if e.split == "val"]
+        validation = max(vals, key=lambda e: e.created) if vals else None
+        wanted = [e for e in (run.primary, validation) if e is not None]
+        if data is None:
+            wanted += run.evaluations
+        predictions: dict[Path, list[dict[str, Any]] | None] = {}
+        for entry in wanted:
+            path = entry.predictions
+            if path is not None and path not in predictions:
+                where = path.relative_to(run.path).as_posix()
+                predictions[path] = read_predictions(path, run.problems, where)
+        return cls(data=data, predictions=predictions, validation=validation)
+
+    def rows(self, entry: EvalInfo | None) -> list[dict[str, Any]] | None:
+        if entry is None or entry.predictions is None:
+            return None
+        return self.predictions.get(entry.predictions)
+
+
 def _run_blocks(run: RunInfo, slug: str, fig_dir: Path, written: list[Path]) -> list[Block]:
     row = comparison_row(run)
+    extras = _Extras.gather(run) if run.task != "pretrain" else None
     facts = [
         f"folder: {run.path}",
         f"task: {run.task}",
@@ -439,11 +605,217 @@ def _run_blocks(run: RunInfo, slug: str, fig_dir: Path, written: list[Path]) -> 
         blocks.append(Image(path, f"{run.name}: training curves"))
     else:
         blocks.append(Para(f"history.csv: {MISSING}"))
-    if run.task == "pretrain":
+    if run.task == "pretrain" or extras is None:
         blocks += _reconstruction_blocks(run, slug, fig_dir, written)
         return blocks
+    blocks += _dataset_blocks(run, extras, slug, fig_dir, written)
     blocks += _evaluation_blocks(run, slug, fig_dir, written)
+    blocks += _all_evaluations_blocks(run)
+    blocks += _worst_blocks(run, extras)
+    blocks += _threshold_blocks(run, extras, slug, fig_dir, written)
     return blocks
+
+
+def _dataset_blocks(
+    run: RunInfo, extras: _Extras, slug: str, fig_dir: Path, written: list[Path]
+) -> list[Block]:
+    """Clips per class and split (the training set, else the evaluated sets) and an
+    example log-mel per class (the training set only)."""
+    blocks: list[Block] = [Heading(3, "Data")]
+    data = extras.data
+    if data is not None:
+        splits = list(data.counts)
+        table = [
+            (name, *(integer(data.counts[s].get(name, 0)) for s in splits)) for name in data.classes
+        ]
+        table.append(
+            ("all", *(integer(sum(data.counts[s].values())) for s in splits)),
+        )
+        blocks += [
+            Para(f"Clips per class in each split of the training data set {data.path}:"),
+            Table(headers=("class", *splits), rows=tuple(table)),
+        ]
+        if data.examples:
+            path = figures.logmel_examples(
+                data.examples,
+                fig_dir / f"{slug}_logmel.png",
+                title=f"{run.name}: one clip per class (log-mel, first "
+                f"{EXAMPLE_SECONDS:g} s at most)",
+            )
+            written.append(path)
+            clips = "; ".join(f"{e['class']}: {e['clip']}" for e in data.examples)
+            blocks += [
+                Image(path, f"{run.name}: example log-mel per class"),
+                Para(f"Clips: {clips}"),
+            ]
+        return blocks
+    given = run.config.get("data")
+    counted = [
+        (e, extras.rows(e)) for e in run.evaluations or ([run.primary] if run.primary else [])
+    ]
+    counted = [(e, rows) for e, rows in counted if rows is not None]
+    note = (
+        f"The training data set ({_listing(given) or MISSING}) is not reachable, so there is "
+        "no example log-mel; "
+    )
+    if not counted:
+        return [*blocks, Para(note + f"clips per class: {MISSING} (no predictions.csv).")]
+    classes = run.classes or sorted({r["true"] for _, rows in counted for r in rows})
+    tallies = [Counter(r["true"] for r in rows) for _, rows in counted]
+    table = [(name, *(integer(t.get(name, 0)) for t in tallies)) for name in classes]
+    table.append(("all", *(integer(sum(t.values())) for t in tallies)))
+    return [
+        *blocks,
+        Para(note + "clips per class of each evaluated set (from its predictions.csv):"),
+        Table(headers=("class", *(e.name for e, _ in counted)), rows=tuple(table)),
+    ]
+
+
+def _all_evaluations_blocks(run: RunInfo) -> list[Block]:
+    """Every kept evaluation of the run's weights and exported models."""
+    entries = [*run.evaluations, *(e for x in run.exports for e in x.evaluations)]
+    if not entries:
+        return []
+    rows = []
+    for entry in entries:
+        summary = entry.metrics.get("summary") or {}
+        rows.append(
+            (
+                entry.model,
+                entry.name,
+                eval_set(entry.metrics) or MISSING,
+                integer(summary.get("clips")),
+                pct(summary.get("accuracy")),
+                pct(summary.get("balanced_accuracy")),
+                pct(summary.get("macro_f1")),
+                entry.created or MISSING,
+            )
+        )
+    shown = run.primary.name if run.primary else MISSING
+    return [
+        Heading(3, "All evaluations"),
+        Table(
+            headers=(
+                "model",
+                "folder",
+                "data",
+                "clips",
+                "accuracy",
+                "balanced accuracy",
+                "macro-F1",
+                "evaluated",
+            ),
+            rows=tuple(rows),
+        ),
+        Para(
+            f"Kept in eval/<data>-<split>/ (serenesense evaluate); the section above and the "
+            f"comparison show {shown} (the test split when there is one)."
+        ),
+    ]
+
+
+def _worst_blocks(run: RunInfo, extras: _Extras) -> list[Block]:
+    """The most confidently wrong clips of the evaluation shown: what to listen to first."""
+    blocks: list[Block] = [Heading(3, "Most confidently misclassified clips")]
+    rows = extras.rows(run.primary)
+    if rows is None:
+        return [*blocks, Para(f"predictions.csv: {MISSING}")]
+    wrong = sorted(
+        (r for r in rows if r["true"] != r["predicted"]), key=lambda r: -float(r["confidence"])
+    )
+    if not wrong:
+        return [*blocks, Para(f"No clip of {run.primary.name} is misclassified.")]
+    table = []
+    for r in wrong[:WORST_CLIPS]:
+        p_true = r.get(PROB_PREFIX + r["true"])
+        table.append(
+            (
+                r["path"],
+                r["true"],
+                r["predicted"],
+                number(float(r["confidence"]), 3),
+                number(float(p_true), 3) if isinstance(p_true, (int, float)) else MISSING,
+            )
+        )
+    return [
+        *blocks,
+        Para(
+            f"{min(len(wrong), WORST_CLIPS)} of the {len(wrong)} misclassified clips of "
+            f"{run.primary.name}, highest score of the wrong class first "
+            f"(from its predictions.csv):"
+        ),
+        Table(
+            headers=("file", "true", "predicted", "score", "score of the true class"),
+            rows=tuple(table),
+        ),
+    ]
+
+
+def _threshold_blocks(
+    run: RunInfo, extras: _Extras, slug: str, fig_dir: Path, written: list[Path]
+) -> list[Block]:
+    """Precision-recall curves and the best-F1 threshold per class, on validation clips."""
+    blocks: list[Block] = [Heading(3, "Precision-recall and thresholds per class")]
+    val = extras.validation
+    if val is None:
+        return [
+            *blocks,
+            Para(
+                f"validation predictions: {MISSING} (run `serenesense evaluate {run.path} "
+                "--data DIR --split val` to add them)"
+            ),
+        ]
+    rows = extras.rows(val)
+    classes = list((val.metrics.get("model") or {}).get("classes") or run.classes or [])
+    columns = [PROB_PREFIX + c for c in classes]
+    usable = [r for r in rows or [] if r["true"] in classes]
+    if (
+        not usable
+        or not classes
+        or any(not isinstance(r.get(c), (int, float)) for r in usable for c in columns)
+    ):
+        return [*blocks, Para(f"{val.name}/predictions.csv: {MISSING} or without class scores")]
+    import numpy as np
+
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = np.array([index[r["true"]] for r in usable])
+    probs = np.array([[float(r[c]) for c in columns] for r in usable])
+    curves = class_curves(y_true, probs, classes)
+    path = figures.pr_curves(
+        curves, fig_dir / f"{slug}_pr.png", title=f"{run.name}: precision-recall ({val.name})"
+    )
+    written.append(path)
+    table = tuple(
+        (
+            c.name,
+            number(c.threshold, 3),
+            pct(c.best_precision),
+            pct(c.best_recall),
+            pct(c.best_f1),
+            integer(c.support),
+            number(c.average_precision, 3),
+        )
+        for c in curves
+    )
+    where = (
+        f"{val.thresholds.relative_to(run.path).as_posix()} holds this table "
+        "(`serenesense detect --thresholds FILE` reads it)"
+        if val.thresholds is not None
+        else f"thresholds.csv: {MISSING} (evaluate --split val writes it)"
+    )
+    return [
+        *blocks,
+        Image(path, f"{run.name}: precision-recall curves per class"),
+        Table(
+            headers=("class", "threshold", "precision", "recall", "F1", "support", "AP"),
+            rows=table,
+        ),
+        Para(
+            f"One-vs-rest on the {len(usable)} clips of {val.name}: each class's threshold is "
+            f"the score with the best F1 for that class (clip scores, the mean over windows). "
+            f"{where}."
+        ),
+    ]
 
 
 def _listing(value: Any) -> str:

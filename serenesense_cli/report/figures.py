@@ -372,3 +372,79 @@ def comparison(
     else:
         _missing(ax, "parameters or eval macro-F1")
     return _save(fig, path)
+
+
+def _class_colors(n: int) -> list[Any]:
+    """Distinct colours for ``n`` classes (tab10, then tab20)."""
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def pr_curves(curves: Sequence[Any], path: Path, *, title: str) -> Path:
+    """One-vs-rest precision-recall curve per class; the dot is the best-F1 threshold.
+
+    ``curves`` are :class:`serenesense_cli.evaluate.thresholds.ClassCurve`; a
+    class without clips has no curve and is named in the legend as missing.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5.5), constrained_layout=True)
+    for curve, color in zip(curves, _class_colors(len(curves)), strict=True):
+        name = plain(short(curve.name, 24))
+        if curve.threshold is None:
+            ax.plot([], [], color=color, label=f"{name}: no clips ({_MISSING})")
+            continue
+        ax.step(curve.recall, curve.precision, where="post", color=color, linewidth=1.5)
+        ax.plot(
+            [curve.best_recall],
+            [curve.best_precision],
+            "o",
+            color=color,
+            label=f"{name}: AP {curve.average_precision:.2f}, "
+            f"t {curve.threshold:.2f} (F1 {curve.best_f1:.2f})",
+        )
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(plain(title))
+    return _save(fig, path)
+
+
+def logmel_examples(examples: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:
+    """One log-mel spectrogram (dB) per class, side by side on one colour scale.
+
+    Each example is ``{"class", "logmel" (mels x frames, dB), "seconds", "clip"}``.
+    """
+    plt = _pyplot()
+    n = len(examples)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.2 * cols + 0.8, 2.5 * rows + 0.6), constrained_layout=True
+    )
+    flat = np.atleast_1d(axes).ravel()
+    top = max(float(np.max(e["logmel"])) for e in examples)
+    image = None
+    for ax, example in zip(flat, examples, strict=False):
+        image = ax.imshow(
+            example["logmel"],
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=top - 80.0,
+            vmax=top,
+            extent=(0.0, float(example["seconds"]), 0, example["logmel"].shape[0]),
+        )
+        ax.set_title(plain(short(example["class"], 24)), fontsize=9)
+        ax.set_xlabel("s", fontsize=8)
+        ax.set_ylabel("mel band", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in flat[n:]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=list(flat[:n]), shrink=0.8, label="dB")
+    fig.suptitle(plain(title))
+    return _save(fig, path)

@@ -48,6 +48,36 @@ BENCH: dict[str, Any] = {
 }
 """``bench.json`` and ``<model>.bench.json`` (``serenesense bench``)."""
 
+QUANTIZE: dict[str, Any] = {
+    "mode": TEXT,
+    "source": TEXT,
+    "calibration": TEXT,
+    "agreement_source": TEXT,
+    "split": TEXT,
+    "measured": {"path": TEXT, "split": TEXT, "*": ANY},
+    "quantized_ops": {"*": NUMBER},
+    "notes": [TEXT],
+    "*": ANY,
+}
+"""``<stem>.quantize.json`` (``serenesense quantize``): numbers where numbers are written."""
+for _key in (
+    "size_fp32_mb",
+    "size_int8_mb",
+    "top1_agreement",
+    "agreement_clips",
+    "calibration_clips",
+    "split_clips",
+    "split_clip_agreement",
+    "accuracy_fp32",
+    "accuracy_int8",
+    "accuracy_change",
+    "macro_f1_fp32",
+    "macro_f1_int8",
+    "macro_f1_change",
+    "seconds",
+):
+    QUANTIZE[_key] = NUMBER
+
 WEIGHTS_META: dict[str, Any] = {
     "model": {"name": TEXT, "args": {"*": ANY}},
     "classes": [TEXT],

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from serenesense_cli.data.cache import PreparedSet, open_prepared
 from serenesense_cli.errors import BadInputError, ConfigError, DataSetError
-from serenesense_cli.evaluate.metrics import basic_metrics
+from serenesense_cli.evaluate.metrics import basic_metrics, classification_report_dict
 from serenesense_cli.models import create_model, models_where
 from serenesense_cli.models.registry import AudioClassifier, count_parameters
 from serenesense_cli.progress import ProgressCallback
@@ -123,22 +123,20 @@ def _normalization_stats(
 
 
 @torch.no_grad()
-def validate(
+def validate_clips(
     model: nn.Module,
     loader: DataLoader,
     *,
     device: torch.device,
     precision: str,
     num_classes: int,
-) -> dict[str, float]:
-    """Loss (unweighted), accuracy and macro-F1 of whole clips.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels and mean window probabilities of whole clips, one row per clip.
 
     The loader yields ``(windows, labels, clip positions)`` of a
     :class:`~serenesense_cli.train.data.ValidationWindows`, whose ``labels()``
     gives one label per clip; a clip's probabilities are the mean of its
-    windows' probabilities, as in ``serenesense evaluate``, and the loss is the
-    clip's negative log of the mean probability of its class (plain
-    cross-entropy for one window a clip).
+    windows' probabilities, as in ``serenesense evaluate``.
     """
     model.eval()
     labels = torch.tensor(loader.dataset.labels(), dtype=torch.long)  # one per clip
@@ -151,7 +149,12 @@ def validate(
             logits = model(waves.to(device))
         prob_sums.index_add_(0, positions, torch.softmax(logits.float(), dim=1).cpu())
         counts.index_add_(0, positions, torch.ones(positions.numel()))
-    mean_probs = prob_sums / counts.clamp_min(1.0).unsqueeze(1)
+    return labels, prob_sums / counts.clamp_min(1.0).unsqueeze(1)
+
+
+def clip_metrics(labels: torch.Tensor, mean_probs: torch.Tensor, num_classes: int) -> dict:
+    """Loss (the clip's negative log of the mean probability of its class; plain
+    cross-entropy for one window a clip), accuracy and macro-F1."""
     picked = mean_probs[torch.arange(labels.numel()), labels].clamp_min(1e-12)
     metrics = basic_metrics(labels.numpy(), mean_probs.argmax(1).numpy(), num_classes)
     return {
@@ -159,6 +162,28 @@ def validate(
         "val_acc": metrics["accuracy"],
         "val_macro_f1": metrics["macro_f1"],
     }
+
+
+def validate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    precision: str,
+    num_classes: int,
+    clips: list[Any] | None = None,
+) -> dict[str, float]:
+    """Loss (unweighted), accuracy and macro-F1 of whole clips (see :func:`validate_clips`).
+
+    ``clips``, when given, receives the clip labels and mean probabilities
+    (numpy arrays), for the run's validation confusion matrix.
+    """
+    labels, mean_probs = validate_clips(
+        model, loader, device=device, precision=precision, num_classes=num_classes
+    )
+    if clips is not None:
+        clips[:] = [labels.numpy(), mean_probs.numpy()]
+    return clip_metrics(labels, mean_probs, num_classes)
 
 
 def train(
@@ -406,7 +431,7 @@ def _train(
     if begin.resume_state is not None:
         loop.resume(begin.resume_state)
         notes.append(f"resumed at epoch {loop.state.epoch + 1}, step {loop.state.global_step}")
-    state = loop.run()
+    state = loop.run(notes)
 
     totals = run_totals(
         state, run_dir=run_dir, started=started, context=context, parameters=parameters, notes=notes
@@ -433,6 +458,8 @@ class _ClassifierTask(EpochTask):
     class_names: tuple[str, ...]
     started: float
     since_best: int = 0
+    last_validation: tuple[Any, Any] | None = None
+    """Clip labels and probabilities of the latest validation (for ``confusion.png``)."""
 
     history_columns = HISTORY_COLUMNS
     best_key = "best_score"
@@ -493,13 +520,16 @@ class _ClassifierTask(EpochTask):
         self, *, epoch: int, global_step: int, partial: bool, sums: dict[str, Any]
     ) -> dict[str, Any]:
         lr = peak_lr(self.optimizer)
+        clips: list[Any] = []
         metrics = validate(
             self.train_model,
             self.val_loader,
             device=self.context.device,
             precision=self.config.precision,
             num_classes=len(self.class_names),
+            clips=clips,
         )
+        self.last_validation = (clips[0], clips[1]) if clips else None
         seen = max(1, sums["seen"])
         return {
             "epoch": epoch + 1,
@@ -541,6 +571,12 @@ class _ClassifierTask(EpochTask):
 
     def restore(self, state: dict[str, Any]) -> None:
         self.since_best = int(state.get("since_best", 0))
+
+    def last_confusion(self) -> dict[str, Any] | None:
+        if self.last_validation is None:
+            return None
+        labels, probs = self.last_validation
+        return classification_report_dict(labels, probs, self.class_names)["confusion_matrix"]
 
 
 def _train_step(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from serenesense_cli.errors import TrainingError
+from serenesense_cli.errors import SereneSenseError, TrainingError
 from serenesense_cli.fileio import write_text_atomic
 from serenesense_cli.models.artifact import save_model
 from serenesense_cli.progress import ProgressCallback, report
@@ -40,6 +40,7 @@ from serenesense_cli.train.checkpoint import (
 from serenesense_cli.train.config import PretrainConfig, TrainConfig
 from serenesense_cli.train.data import EpochData
 from serenesense_cli.train.history import history_csv, read_history
+from serenesense_cli.train.runlog import RunLog, write_plots
 from serenesense_cli.train.stopping import StopRequest, stop_reason
 
 
@@ -70,6 +71,8 @@ class EpochTask(ABC):
     history_columns: tuple[str, ...]
     best_key: str
     nan_hint: str
+    pretraining: bool = False
+    """Which curves ``curves.png`` draws (losses only for pretraining)."""
 
     @property
     @abstractmethod
@@ -151,6 +154,10 @@ class EpochTask(ABC):
         """Take back what :meth:`best_state` and :meth:`run_state` added."""
         return None
 
+    def last_confusion(self) -> dict[str, Any] | None:
+        """The latest validation's confusion matrix, for ``confusion.png`` (none by default)."""
+        return None
+
 
 @dataclass
 class LoopState:
@@ -190,6 +197,7 @@ class EpochLoop:
         self.weights_dir = run_dir / "weights"
         self.started = started
         self.on_progress = on_progress
+        self.log = RunLog(run_dir, enabled=task.context.is_main)
         self.state = LoopState(sums=task.new_sums())
         decay = float(getattr(task.config, "ema_decay", 0.0) or 0.0)
         self.average = WeightAverage(task.model, decay) if decay > 0 else None
@@ -215,8 +223,57 @@ class EpochLoop:
         ]
         restore_rng_state(saved["rng"])
 
-    def run(self) -> LoopState:
-        """Train until ``epochs`` are done or a stop; always leaves a checkpoint."""
+    def run(self, notes: list[str] | None = None) -> LoopState:
+        """Train until ``epochs`` are done or a stop; always leaves a checkpoint.
+
+        ``train.log`` gets a start line, ``notes``, every epoch and how the run
+        ended (or failed); ``curves.png`` and ``confusion.png`` are drawn at the end.
+        A note is added to ``notes`` when the plots cannot be drawn.
+        """
+        state, config = self.state, self.task.config
+        notes = notes if notes is not None else []
+        began = "resumed" if state.global_step else "started"
+        self.log.write(
+            f"{began}: {self.run_dir} at epoch {state.epoch + 1} of {config.epochs} "
+            f"(step {state.global_step})"
+        )
+        for note in notes:
+            self.log.write(f"note: {note}")
+        try:
+            self._run_epochs()
+        except SereneSenseError as error:
+            self.log.write(f"failed: {error.message}")
+            raise
+        best = f"; best epoch {state.best_epoch}" if state.best_epoch else ""
+        self.log.write(
+            f"stopped ({state.stopped}) after {state.epoch} epoch(s), "
+            f"{state.global_step} steps{best}"
+        )
+        self._plots(notes)
+        return state
+
+    def _plots(self, notes: list[str]) -> None:
+        """``curves.png`` and ``confusion.png`` in the run folder (main process)."""
+        if not self.task.context.is_main:
+            return
+        try:
+            write_plots(
+                self.run_dir,
+                self.state.history,
+                name=self.run_dir.name,
+                best_epoch=self.state.best_epoch,
+                pretrain=self.task.pretraining,
+                confusion=self.task.last_confusion(),
+            )
+        except ImportError:
+            notes.append("matplotlib is not installed: no training plots (pip install matplotlib)")
+        except (OSError, ValueError, RuntimeError) as error:
+            notes.append(f"the training plots could not be drawn ({error})")
+        else:
+            return
+        self.log.write(f"note: {notes[-1]}")
+
+    def _run_epochs(self) -> None:
         state, config = self.state, self.task.config
         stop_request = StopRequest()
         deadline = self.started + config.time_limit if config.time_limit > 0 else None
@@ -254,7 +311,6 @@ class EpochLoop:
             ) from error
         finally:
             stop_request.uninstall()
-        return state
 
     def _total_steps(self) -> int:
         """Optimiser steps the run is set to take (``max_steps`` may cut it short)."""
@@ -332,6 +388,7 @@ class EpochLoop:
             self._checkpoint(next_epoch=state.epoch, in_epoch=0, sums={})
             state.stopped = task.after_epoch(state.epoch, state.stopped)
         self._write_history()
+        self.log.epoch(state.history[-1], task.history_columns, improved=state.improved)
         report(
             self.on_progress,
             "epochs",

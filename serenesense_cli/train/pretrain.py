@@ -415,7 +415,7 @@ def _pretrain(
     loop = EpochLoop(task, data_feed, run_dir=run_dir, started=started, on_progress=on_progress)
     if resume_state is not None:
         loop.resume(resume_state)
-    state = loop.run()
+    state = loop.run(notes)
 
     totals = run_totals(
         state, run_dir=run_dir, started=started, context=context, parameters=parameters, notes=notes
@@ -449,6 +449,7 @@ class _MaskedTask(EpochTask):
     history_columns = HISTORY_COLUMNS
     best_key = "best_loss"
     nan_hint = "lower --lr or set --grad-clip"
+    pretraining = True
 
     @property
     def classes(self) -> list[str]:
