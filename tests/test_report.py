@@ -254,6 +254,24 @@ def test_report_out_is_never_a_run_folder_and_replacing_warns(runner, runs, tmp_
     assert f"warning: replaced the report that was in {out}" in again.stderr
 
 
+def test_report_prints_its_comparison_as_a_table_json_or_csv(runner, runs, tmp_path):
+    import io
+
+    out = tmp_path / "r"
+    table = runner.invoke(app, ["report", str(runs["cnn"]), "--out", str(out)])
+    assert table.exit_code == 0, table.output
+    assert "Comparison" in table.stdout and table.stdout.splitlines()[-1] == str(
+        out / "report.html"
+    )
+    as_json = runner.invoke(app, ["report", str(runs["cnn"]), "--out", str(out), "-f", "json"])
+    payload = json.loads(as_json.stdout)
+    assert payload["html"] == str(out / "report.html") and payload["comparison"][0]["run"]
+    assert all(Path(figure).is_file() for figure in payload["figures"])
+    as_csv = runner.invoke(app, ["report", str(runs["cnn"]), "--out", str(out), "-f", "csv"])
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert len(rows) == 1 and rows[0]["run"] == payload["comparison"][0]["run"]
+
+
 def _section(markdown: str, heading: str) -> list[str]:
     """The lines under ``heading`` up to the next heading."""
     lines = markdown.splitlines()

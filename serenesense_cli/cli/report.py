@@ -11,7 +11,16 @@ from typing import Annotated
 
 import typer
 
-from serenesense_cli.cli._output import emit_result_path, log, progress_bars, warn
+from serenesense_cli.cli._output import (
+    OutputFormat,
+    emit_csv,
+    emit_json,
+    emit_result_path,
+    emit_table,
+    log,
+    progress_bars,
+    warn,
+)
 
 
 def report_command(
@@ -35,6 +44,14 @@ def report_command(
     title: Annotated[
         str | None, typer.Option("--title", help="Report title (default: the run names).")
     ] = None,
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="The comparison on stdout as a table, JSON (with the files written) or CSV.",
+        ),
+    ] = OutputFormat.table,
 ) -> None:
     """Write a Markdown + HTML report comparing RUN folders.
 
@@ -51,6 +68,8 @@ def report_command(
       serenesense report runs/train/cnn runs/train/crnn runs/train/audiomae --out report/
 
       serenesense report runs/train/cnn --out report_cnn --title "CNN on SESA"
+
+      serenesense report runs/train/* --out report/ -f csv > comparison.csv
     """
     from serenesense_cli.report.build import build_report
 
@@ -61,4 +80,25 @@ def report_command(
     if result.replaced:
         warn(f"replaced the report that was in {result.out_dir}")
     log(f"wrote {result.markdown}, {len(result.figures)} figure(s) in {result.out_dir / 'figures'}")
+    from serenesense_cli.report.build import COMPARISON_COLUMNS
+
+    columns = [key for key, _ in COMPARISON_COLUMNS]
+    if output_format is OutputFormat.json:
+        emit_json(
+            {
+                "html": str(result.html),
+                "markdown": str(result.markdown),
+                "json": str(result.json),
+                "figures": [str(path) for path in result.figures],
+                "comparison": result.rows,
+                "problems": result.problems,
+            }
+        )
+        return
+    if output_format is OutputFormat.csv:
+        emit_csv(result.rows, columns)
+        return
+    if result.rows:
+        headers = [label for _, label in COMPARISON_COLUMNS]
+        emit_table(result.rows, columns, headers=headers, title="Comparison")
     emit_result_path(result.html)
