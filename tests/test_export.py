@@ -209,7 +209,13 @@ def test_bundle_from_fp32_onnx(runner, exported, tmp_path):
     assert result.stdout.strip().splitlines()[-1] == str(bundle)
     names = sorted(p.name for p in bundle.iterdir())
     assert names == sorted(
-        ["model.int8.onnx", "requirements.txt", "serenesense-detect.service", "README.md"]
+        [
+            "model.int8.onnx",
+            "model.int8.quantize.json",
+            "requirements.txt",
+            "serenesense-detect.service",
+            "README.md",
+        ]
     )
 
     from serenesense_cli.export.graph import load_model, read_metadata

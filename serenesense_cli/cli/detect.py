@@ -145,7 +145,8 @@ def detect_command(
     hop: Annotated[
         float,
         _opt(
-            "Seconds between scored windows.",
+            "Seconds between scored windows: the time resolution of events (evaluate uses "
+            "half a window for clip scores).",
             "--hop",
             panel=_PANEL_DECIDE,
             callback=within(COMMANDS["hop"]),

@@ -74,7 +74,8 @@ def evaluate_command(
         float | None,
         typer.Option(
             "--hop",
-            help="Seconds between window starts (default: half a window).",
+            help="Seconds between window starts (default: half the model's window: a clip's score "
+            "averages overlapping windows; detect uses 1 s for event timing).",
             callback=within(COMMANDS["hop"]),
         ),
     ] = None,
