@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -159,7 +160,7 @@ def value_kind(column: str) -> str:
     demo, train) formatting the same kind of number the same way, and as the
     report does (rates as percentages).
     """
-    parts = column.lower().replace("-", "_").replace(" ", "_").split("_")
+    parts = re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_").split("_")
     if "ms" in parts:
         return "ms"
     if "mb" in parts:

@@ -13,6 +13,7 @@ from serenesense_cli.cli._output import (
     emit_json,
     emit_result_path,
     emit_table,
+    format_value,
     log,
     progress_bars,
 )
@@ -82,7 +83,7 @@ def demo_command(
         )
         return
     emit_table(
-        [{"what": k, "value": v} for k, v in result.figures.items()],
+        [{"what": k, "value": format_value(v, k)} for k, v in result.figures.items()],
         ["what", "value"],
         title="Demo figures (synthetic data, this host)",
     )
