@@ -98,6 +98,26 @@ def test_open_onnx_reads_metadata_from_the_session_and_can_sleep_idle_threads(tm
     assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
 
 
+def test_open_onnx_turns_off_qdq_propagation(tmp_path, monkeypatch):
+    """The measured setting (docs/performance.md): no int8 MaxPool between transposes."""
+    import onnxruntime as ort
+
+    from serenesense_cli.inference.backends import DISABLED_OPTIMIZERS, open_onnx
+
+    seen: list[dict] = []
+    real = ort.InferenceSession
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    model = write_loudness_onnx(tmp_path / "loudness.onnx", floor_dbfs=-60, classes=("a", "b"))
+    open_onnx(model)
+    assert seen and seen[0]["disabled_optimizers"] == list(DISABLED_OPTIMIZERS)
+    assert "QDQPropagationTransformer" in DISABLED_OPTIMIZERS
+
+
 def test_onnx_without_serenesense_metadata_is_refused_by_name(tmp_path, runner):
     import onnx
 

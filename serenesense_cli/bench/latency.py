@@ -64,6 +64,15 @@ class BenchSettings:
         return asdict(self)
 
 
+def _disabled_optimizers(kind: str) -> list[str]:
+    """The onnxruntime optimisers the backend turns off (recorded with the figures)."""
+    if kind != "onnx":
+        return []
+    from serenesense_cli.inference.backends import DISABLED_OPTIMIZERS
+
+    return list(DISABLED_OPTIMIZERS)
+
+
 def percentiles(samples_ms: list[float] | np.ndarray) -> dict[str, float]:
     """p50 / p90 / p99 / max / mean / min of latencies in ms."""
     values = np.asarray(samples_ms, dtype=np.float64)
@@ -260,6 +269,7 @@ def measure_model(
         "spin": settings.spin,
         "device": getattr(backend, "device", "cpu"),
         "device_notes": list(getattr(backend, "notes", [])),
+        "disabled_optimizers": _disabled_optimizers(kind),
         "hop_s": settings.hop_s,
         "rtf": stats["mean"] / 1000.0 / settings.hop_s,
         "sustained": sustained,
