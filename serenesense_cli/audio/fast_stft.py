@@ -142,3 +142,106 @@ class WindowedPowerSpectrum(nn.Module):
         z_re, z_im = z[..., : self.k2], z[..., self.k2 :]
         power = (z_re * z_re + z_im * z_im).transpose(1, 2)  # (BF, k2, k1): bin k1 + n1 k2
         return power.reshape(batch, self.frames, self.k2 * self.n1)[..., : self.bins]
+
+
+class WindowedMelPower(nn.Module):
+    """Mel power ``(B, n_mels, len(frames))`` of ``(B, length)`` clips: the STFT
+    of :class:`WindowedPowerSpectrum` with its glue folded into the products.
+
+    Why: in onnxruntime the element-wise steps between the small products
+    (splitting real and imaginary parts, the twiddle factors, reordering
+    bins) cost more than the products. Here the twiddles are folded into one
+    second-stage matrix per first-stage bin (a batched product), the real and
+    imaginary halves come from two first-stage products, and the mel
+    filterbank is permuted to the factored bin order (and stacked for the
+    real and imaginary squares), so the power spectrum is never reordered:
+    about 35 % less time for the whole front end (docs/performance.md).
+    Clips run inside the frame axis (``frames x B`` rows), so every product
+    is one large batched ``MatMul``. Without a factorisation (the hop shares
+    no factor with ``n_fft``) it is the direct product followed by the
+    filterbank.
+    """
+
+    def __init__(
+        self,
+        window: torch.Tensor,
+        filterbank: torch.Tensor,
+        *,
+        hop_length: int,
+        length: int,
+        center: bool,
+        frames: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        n_fft = int(window.shape[0])
+        self.n_fft, self.hop_length, self.center = n_fft, int(hop_length), bool(center)
+        split = _split(n_fft, self.hop_length)
+        self.direct: WindowedPowerSpectrum | None = None
+        if split is None:
+            self.direct = WindowedPowerSpectrum(
+                window, hop_length=hop_length, length=length, center=center, frames=frames
+            )
+            self.frames = self.direct.frames
+            self.register_buffer("filterbank", filterbank.float(), persistent=False)
+            return
+        padded = length + (n_fft if center else 0)
+        total = 1 + (padded - n_fft) // self.hop_length
+        chosen = list(range(total)) if frames is None else [int(f) for f in frames]
+        if not chosen or min(chosen) < 0 or max(chosen) >= total:
+            raise ValueError(f"frames must lie in 0..{total - 1}")
+        self.frames = len(chosen)
+        self._factored(window.to(torch.float64), filterbank.to(torch.float64), chosen, *split)
+
+    def _buffer(self, name: str, value: torch.Tensor) -> None:
+        dtype = torch.float32 if value.is_floating_point() else torch.long
+        self.register_buffer(name, value.to(dtype).contiguous(), persistent=False)
+
+    def _factored(
+        self, w: torch.Tensor, fb: torch.Tensor, chosen: list[int], n1: int, n2: int
+    ) -> None:
+        """Sample ``n = n2 * i1 + i2`` of a frame, bin ``k = k1 + n1 * k2``."""
+        self.n1, self.n2 = n1, n2
+        k2_count = (self.n_fft // 2) // n1 + 1
+        step = self.hop_length // n2
+        # Chunk of frame f at position i1, ordered (i1, f): the first product then
+        # runs over i1 for every frame and clip at once.
+        chunks = torch.arange(n1)[:, None] + torch.tensor(chosen)[None, :] * step
+        self._buffer("chunk_index", chunks.flatten())
+        self._buffer("window", w.reshape(n1, 1, n2))
+        k1 = torch.arange(n1, dtype=torch.float64)
+        first = 2.0 * math.pi * k1[:, None] * k1[None, :] / n1  # (k1, i1)
+        self._buffer("first_re", torch.cos(first))
+        self._buffer("first_im", -torch.sin(first))
+        i2 = torch.arange(n2, dtype=torch.float64)
+        k2 = torch.arange(k2_count, dtype=torch.float64)
+        # exp(-2 pi i (k1 i2 / n_fft + i2 k2 / n2)): twiddle and second DFT in one.
+        theta = 2.0 * math.pi * (k1[:, None, None] * i2[None, :, None] / self.n_fft)
+        theta = theta + 2.0 * math.pi * i2[None, :, None] * k2[None, None, :] / n2
+        e_re, e_im = torch.cos(theta), -torch.sin(theta)  # (k1, i2, k2)
+        self._buffer("second_re", torch.cat([e_re, e_im], 2))  # real part of A times E
+        self._buffer("second_im", torch.cat([-e_im, e_re], 2))  # imaginary part of A times E
+        bins = self.n_fft // 2 + 1
+        k = k1[:, None] + n1 * k2[None, :]  # (k1, k2): the bin of each output
+        valid = (k < bins).to(torch.float64)
+        gathered = fb[k.clamp(max=bins - 1).long()] * valid[..., None]  # (k1, k2, n_mels)
+        stacked = torch.cat([gathered, gathered], 1)  # rows for re^2, then im^2
+        self._buffer("mel_rows", stacked.reshape(n1 * 2 * k2_count, fb.shape[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.direct is not None:
+            return torch.matmul(self.direct(x), self.filterbank).transpose(1, 2)
+        batch = x.shape[0]
+        if self.center:
+            half = self.n_fft // 2
+            x = F.pad(x.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
+        usable = (x.shape[1] // self.n2) * self.n2
+        chunks = x[:, :usable].reshape(batch, usable // self.n2, self.n2).transpose(0, 1)
+        rows = self.frames * batch  # frame-major: row f * B + b
+        framed = chunks.index_select(0, self.chunk_index).reshape(self.n1, rows, self.n2)
+        framed = (framed * self.window).reshape(self.n1, rows * self.n2)
+        a_re = torch.matmul(self.first_re, framed).reshape(self.n1, rows, self.n2)
+        a_im = torch.matmul(self.first_im, framed).reshape(self.n1, rows, self.n2)
+        z = torch.matmul(a_re, self.second_re) + torch.matmul(a_im, self.second_im)
+        squares = (z * z).transpose(0, 1).reshape(rows, -1)  # (rows, k1 x [re k2, im k2])
+        mel = torch.matmul(squares, self.mel_rows)
+        return mel.reshape(self.frames, batch, -1).permute(1, 2, 0)

@@ -150,23 +150,24 @@ class _MelFrontend(_ConfigMixin, nn.Module):
         )
 
         self.power_spectrum: nn.Module | None = None
-        """Set by :meth:`use_export_form`: the STFT as matrix products."""
+        """Set by :meth:`use_export_form`: the mel power as matrix products."""
 
     def use_export_form(self, frames: list[int] | None = None) -> None:
         """Switch to the form exported graphs run: the STFT as small matrix products.
 
         onnxruntime's ``STFT`` op is slow on the CPU;
-        :class:`~serenesense_cli.audio.fast_stft.WindowedPowerSpectrum`
-        computes the same power spectrum (float32 rounding apart: the parity
-        tests bound it) with the runtime's fastest kernels, and only at
-        ``frames`` (default: all). Training and torch inference keep
-        torchaudio's FFT, which is cheaper in torch.
+        :class:`~serenesense_cli.audio.fast_stft.WindowedMelPower` computes
+        the same mel power spectrum (float32 rounding apart: the parity tests
+        bound it) with the runtime's fastest kernels, and only at ``frames``
+        (default: all). Training and torch inference keep torchaudio's FFT,
+        which is cheaper in torch.
         """
-        from serenesense_cli.audio.fast_stft import WindowedPowerSpectrum
+        from serenesense_cli.audio.fast_stft import WindowedMelPower
 
         spectrogram = self.melspec.spectrogram
-        self.power_spectrum = WindowedPowerSpectrum(
+        self.power_spectrum = WindowedMelPower(
             spectrogram.window,
+            self.melspec.mel_scale.fb,
             hop_length=int(spectrogram.hop_length),
             length=self.clip_samples,
             center=bool(spectrogram.center),
@@ -177,8 +178,7 @@ class _MelFrontend(_ConfigMixin, nn.Module):
         """Power mel spectrogram ``(B, n_mels, frames)`` of fitted clips ``(B, T)``."""
         if self.power_spectrum is None:
             return self.melspec(x)
-        power = self.power_spectrum(x)  # (B, frames, bins)
-        return torch.matmul(power, self.melspec.mel_scale.fb).transpose(1, 2)
+        return self.power_spectrum(x)
 
     def _log_melspec(self, waveform: torch.Tensor) -> torch.Tensor:
         """``log(mel + log_floor)`` of the fitted clip: ``(B, n_mels, frames)``."""
