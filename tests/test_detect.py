@@ -414,8 +414,12 @@ def test_cli_needs_a_model_and_an_input(runner, tiny_model, tmp_path):
     assert result.exit_code == 2 and "model not found" in result.stderr
 
 
-def test_cli_batch_default_is_the_detectors():
-    from serenesense_cli.cli import detect as cli_detect
-    from serenesense_cli.detect import detector
+def test_default_batch_holds_at_most_80_seconds_of_audio():
+    """16 windows a call, fewer for long windows (memory), a given size as given."""
+    from serenesense_cli.detect.detector import batch_size_for
 
-    assert cli_detect.DEFAULT_BATCH_SIZE == detector.DEFAULT_BATCH_SIZE == DetectConfig().batch_size
+    assert DetectConfig().batch_size is None  # the CLI's default too: chosen per model
+    assert batch_size_for(None, 3.0) == 16
+    assert batch_size_for(None, 10.0) == 8
+    assert batch_size_for(None, 120.0) == 1
+    assert batch_size_for(64, 10.0) == 64

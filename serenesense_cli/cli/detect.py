@@ -32,9 +32,6 @@ from serenesense_cli.cli._output import (
 )
 from serenesense_cli.limits import COMMANDS
 
-DEFAULT_BATCH_SIZE = 16
-"""detect/detector.py's default, repeated here so --help needs no numpy import."""
-
 _PANEL_INPUT = "Input"
 _PANEL_DECIDE = "Decisions"
 _PANEL_OUTPUT = "Output"
@@ -212,15 +209,16 @@ def detect_command(
         ),
     ] = False,
     batch_size: Annotated[
-        int,
+        int | None,
         _opt(
-            "Windows per model call (files; the results do not depend on it).",
+            "Windows per model call (files; the results do not depend on it). Default: 16, "
+            "fewer for long windows (at most 80 s of audio a call, which bounds memory).",
             "--batch-size",
             "-b",
             panel=_PANEL_INPUT,
             callback=within(COMMANDS["batch"]),
         ),
-    ] = DEFAULT_BATCH_SIZE,
+    ] = None,
     windows: Annotated[
         bool, _opt("Also output every window's scores.", "--windows", panel=_PANEL_OUTPUT)
     ] = False,

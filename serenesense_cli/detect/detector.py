@@ -37,6 +37,23 @@ from serenesense_cli.inference.backends import Backend
 DEFAULT_HOP_SECONDS = 1.0
 DEFAULT_BATCH_SIZE = 16
 """Windows per model call: large enough to amortise the runtime's per-call cost."""
+MAX_BATCH_AUDIO_SECONDS = 80.0
+"""Audio one model call may hold by default: long windows get smaller batches.
+
+Why: batching hardly speeds up a large model on long windows but its buffers
+grow with the batch: base AudioMAE (10 s windows) INT8 on a 1-hour recording
+peaked at 439 MB RSS with 16 windows a call and 333 MB with 8, at 58x and 56x
+real time (docs/performance.md)."""
+
+
+def batch_size_for(config_batch: int | None, window_seconds: float) -> int:
+    """``config_batch`` when given, else :data:`DEFAULT_BATCH_SIZE` windows but at
+    most :data:`MAX_BATCH_AUDIO_SECONDS` of audio a call (at least one window)."""
+    if config_batch is not None:
+        return max(1, int(config_batch))
+    fits = int(MAX_BATCH_AUDIO_SECONDS // max(window_seconds, 1e-9))
+    return max(1, min(DEFAULT_BATCH_SIZE, fits))
+
 
 Record = WindowDecision | Event
 """What a detector hands out, in stream order."""
@@ -56,8 +73,9 @@ class DetectConfig:
     """Score zero-padded windows from the first hop instead of waiting for a full window."""
     ignore: tuple[str, ...] = ()
     """Classes that never open events (a model's background class)."""
-    batch_size: int = DEFAULT_BATCH_SIZE
-    """Windows per model call at most; the results do not depend on it."""
+    batch_size: int | None = None
+    """Windows per model call at most (default: :func:`batch_size_for`); the
+    results do not depend on it."""
     threshold_table: Mapping[str, float] | None = None
     """Per-class open thresholds read from a file (``--thresholds``); they win over
     ``threshold`` for the classes they name."""
@@ -160,7 +178,7 @@ class Detector:
         if not windows:
             return []
         started = time.perf_counter()
-        size = max(1, int(self.config.batch_size))
+        size = batch_size_for(self.config.batch_size, self.backend.clip_samples / self.sample_rate)
         probs = np.concatenate(
             [
                 np.asarray(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from serenesense_cli.audio.io import audio_files_in, probe_audio, stream_audio
 from serenesense_cli.detect.decisions import DecisionRules
-from serenesense_cli.detect.detector import DetectConfig, Detector, Record
+from serenesense_cli.detect.detector import DetectConfig, Detector, Record, batch_size_for
 from serenesense_cli.errors import SereneSenseError
 from serenesense_cli.inference.backends import Backend
 from serenesense_cli.progress import ProgressCallback, report
@@ -94,7 +94,8 @@ def detect_files(
     files = find_audio_files(paths)
     total = len(files)
     # A block holds at least one full batch of windows (bounded: batch_size <= 4096).
-    block_seconds = max(block_seconds, config.batch_size * config.hop_seconds)
+    batch = batch_size_for(config.batch_size, backend.clip_samples / backend.sample_rate)
+    block_seconds = max(block_seconds, batch * config.hop_seconds)
     for index, path in enumerate(files):
         report(on_progress, "files", index, total, note=path.name)
         detector = Detector(backend, config, source=str(path), rules=rules)
