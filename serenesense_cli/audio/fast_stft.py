@@ -44,6 +44,24 @@ def _split(n_fft: int, hop_length: int) -> tuple[int, int] | None:
     return best
 
 
+def _chosen_frames(
+    n_fft: int, hop_length: int, length: int, center: bool, frames: Sequence[int] | None
+) -> list[int]:
+    """The frame indices to compute (default: every frame of a ``length`` clip), checked."""
+    padded = length + (n_fft if center else 0)
+    total = 1 + (padded - n_fft) // hop_length
+    chosen = list(range(total)) if frames is None else [int(f) for f in frames]
+    if not chosen or min(chosen) < 0 or max(chosen) >= total:
+        raise ValueError(f"frames must lie in 0..{total - 1}")
+    return chosen
+
+
+def _register(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """A non-persistent buffer (float32 or int64): the bases are not saved with the weights."""
+    dtype = torch.float32 if value.is_floating_point() else torch.long
+    module.register_buffer(name, value.to(dtype).contiguous(), persistent=False)
+
+
 class WindowedPowerSpectrum(nn.Module):
     """``|STFT|^2`` of ``(B, length)`` clips at ``frames``: ``(B, len(frames), n_fft // 2 + 1)``.
 
@@ -64,11 +82,7 @@ class WindowedPowerSpectrum(nn.Module):
         super().__init__()
         n_fft = int(window.shape[0])
         self.n_fft, self.hop_length, self.center = n_fft, int(hop_length), bool(center)
-        padded = length + (n_fft if center else 0)
-        total = 1 + (padded - n_fft) // self.hop_length
-        chosen = list(range(total)) if frames is None else [int(f) for f in frames]
-        if not chosen or min(chosen) < 0 or max(chosen) >= total:
-            raise ValueError(f"frames must lie in 0..{total - 1}")
+        chosen = _chosen_frames(n_fft, self.hop_length, length, self.center, frames)
         self.bins = n_fft // 2 + 1
         self.frames = len(chosen)
         split = _split(n_fft, self.hop_length)
@@ -81,8 +95,7 @@ class WindowedPowerSpectrum(nn.Module):
     # -- set-up ------------------------------------------------------------------------
 
     def _buffer(self, name: str, value: torch.Tensor) -> None:
-        dtype = torch.float32 if value.is_floating_point() else torch.long
-        self.register_buffer(name, value.to(dtype).contiguous(), persistent=False)
+        _register(self, name, value)
 
     def _direct(self, w: torch.Tensor, chosen: list[int]) -> None:
         """One product with the windowed DFT basis (hop and ``n_fft`` share no factor)."""
@@ -184,17 +197,12 @@ class WindowedMelPower(nn.Module):
             self.frames = self.direct.frames
             self.register_buffer("filterbank", filterbank.float(), persistent=False)
             return
-        padded = length + (n_fft if center else 0)
-        total = 1 + (padded - n_fft) // self.hop_length
-        chosen = list(range(total)) if frames is None else [int(f) for f in frames]
-        if not chosen or min(chosen) < 0 or max(chosen) >= total:
-            raise ValueError(f"frames must lie in 0..{total - 1}")
+        chosen = _chosen_frames(n_fft, self.hop_length, length, self.center, frames)
         self.frames = len(chosen)
         self._factored(window.to(torch.float64), filterbank.to(torch.float64), chosen, *split)
 
     def _buffer(self, name: str, value: torch.Tensor) -> None:
-        dtype = torch.float32 if value.is_floating_point() else torch.long
-        self.register_buffer(name, value.to(dtype).contiguous(), persistent=False)
+        _register(self, name, value)
 
     def _factored(
         self, w: torch.Tensor, fb: torch.Tensor, chosen: list[int], n1: int, n2: int
