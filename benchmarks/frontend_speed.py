@@ -6,7 +6,9 @@ values) this exports, in one process:
 - the front end alone, twice: torchaudio's graph (onnxruntime ``STFT``) and
   the export form (the STFT as small matrix products, what
   ``serenesense export`` now writes), with their largest log-mel difference;
-- the body alone (log-mel features in, logits out);
+- the body alone (log-mel features in, logits out), FP32 and INT8 (the
+  whole model's INT8 mode and op types; a static body calibrated on the
+  front end's features of noise, its first and last layers quantized too);
 - the whole model (waveform in), FP32 and static/dynamic INT8 as
   ``serenesense quantize --mode auto`` makes it;
 
@@ -156,8 +158,39 @@ def bench_model(name: str, size: str | None, work: Path, threads: int, runs: int
         rows[label] = _time(lambda s=session, n=input_name: s.run(None, {n: wave.numpy()}), runs)
     with torch.inference_mode():
         rows["end to end, torch eager FP32"] = _time(lambda: model(wave), runs)
+
+    # Body alone in INT8, quantized the way the whole model was (same mode and
+    # op types; a static body is calibrated on front-end features of noise).
+    body_int8 = _quantize_body(body_path, quantized.mode, model, folder)
+    body_int8_session = _session(body_int8, threads)
+    rows["body, ONNX INT8"] = _time(
+        lambda: body_int8_session.run(None, {"x": features.numpy()}), runs
+    )
     info["rows"] = rows
     return info
+
+
+def _quantize_body(body_path: Path, mode: str, model: Any, folder: Path) -> Path:
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from serenesense_cli.export.quantize import _run_quantizer
+
+    class Features(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(1)
+            waves = (rng.standard_normal((16, model.clip_samples)) * 0.1).astype(np.float32)
+            with torch.no_grad():
+                feats = model.frontend(torch.from_numpy(waves)).numpy()
+            self.items = iter([{"x": f[None]} for f in feats])
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    target = folder / "body.int8.onnx"
+    reader = Features() if mode == "static" else None
+    _run_quantizer(mode, body_path, target, excluded=[], reader=reader)
+    return target
 
 
 def _table(info: dict) -> str:
@@ -182,6 +215,7 @@ def _table(info: dict) -> str:
         f"- front end share of INT8 end to end: {fast_front / int8:.0%}",
         f"- INT8 / FP32 end to end: {int8 / fp32:.2f}",
         f"- torch eager / INT8 end to end: {torch_e2e / int8:.1f}x",
+        f"- INT8 end to end / INT8 body alone: {int8 / rows['body, ONNX INT8']:.2f}x",
     ]
     return "\n".join(lines)
 
