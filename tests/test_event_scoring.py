@@ -192,7 +192,9 @@ def test_cli_score(runner, tmp_path):
     assert rows[0] == "class,reference,detected,tp,fp,fn,precision,recall,f1"
     assert rows[-1].startswith("(all),4,6,3,")
     result = runner.invoke(app, ["score", str(det), str(ref)])
-    assert result.exit_code == 0 and "(all)" in result.stdout and "F1 0.400" in result.stderr
+    assert (
+        result.exit_code == 0 and "(all)" in result.stdout and "F1 40.0% overall" in result.stderr
+    )
     result = runner.invoke(app, ["score", str(det), str(tmp_path / "none.csv")])
     assert result.exit_code == 2 and "none.csv: file not found" in result.stderr
     result = runner.invoke(app, ["score", str(det), str(ref), "--collar", "-1"])

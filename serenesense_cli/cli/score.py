@@ -14,7 +14,15 @@ import typer
 
 from serenesense_cli.cli._bounds import within
 from serenesense_cli.cli._options import option
-from serenesense_cli.cli._output import OutputFormat, emit_csv, emit_json, emit_table, log, warn
+from serenesense_cli.cli._output import (
+    OutputFormat,
+    emit_csv,
+    emit_json,
+    emit_table,
+    format_value,
+    log,
+    warn,
+)
 from serenesense_cli.limits import COMMANDS
 
 DEFAULT_COLLAR = 0.5
@@ -97,8 +105,8 @@ def score_command(
     emit_table(rows, SCORE_COLUMNS, title=f"events matched within {collar:g} s ({offsets})")
     macro, error_rate = summary["macro_f1"], summary["error_rate"]
     log(
-        f"{summary['files']} recording(s); F1 {_fmt(summary['overall']['f1'])} overall, "
-        f"macro {_fmt(macro)}; error rate {_fmt(error_rate)}"
+        f"{summary['files']} recording(s); F1 {format_value(summary['overall']['f1'], 'f1')} "
+        f"overall, macro {format_value(macro, 'f1')}; error rate {_fmt(error_rate)}"
     )
 
 
