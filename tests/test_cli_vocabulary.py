@@ -244,3 +244,9 @@ def test_torch_device_falls_back_to_the_cpu_with_a_note(monkeypatch):
     assert device == "cpu" and "no CUDA GPU" in note
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert torch_device("auto") == ("cuda", None)
+
+
+def test_long_choice_lists_are_spelled_out_in_the_help(runner):
+    text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "warmup_cosine_restarts" in text and "One of:" in text
+    assert "plateau|warmup" not in text  # not squeezed into the value column

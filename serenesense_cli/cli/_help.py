@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 _PLAIN_TYPES = {int: "INTEGER", float: "NUMBER", str: "TEXT"}
+MAX_CHOICE_LABEL = 18
+"""Longer choice lists are spelled out in the help text (an 80-column screen)."""
 
 
 def tidy_group(group: Any) -> None:
@@ -70,7 +72,16 @@ def _label(param: Any) -> str | None:
     if getattr(param, "is_flag", False) or descriptor.annotation is bool:
         return ""
     if descriptor.is_choice:
-        return "|".join(str(getattr(c, "value", c)) for c in descriptor.choices or ())
+        choices = [str(getattr(c, "value", c)) for c in descriptor.choices or ()]
+        label = "|".join(choices)
+        if len(label) <= MAX_CHOICE_LABEL:
+            return label
+        # A long list would wrap inside the value column: name the choices in the
+        # help text instead (unless it names them already).
+        text = param.help or ""
+        if not all(choice in text for choice in choices):
+            param.help = f"{text.rstrip()} One of: {', '.join(choices)}.".lstrip()
+        return "NAME"
     if descriptor.is_path:
         return _path_label(param)
     return _PLAIN_TYPES.get(_element_type(descriptor.annotation), "VALUE")
