@@ -376,8 +376,9 @@ def test_onnx_model_scores_like_the_torch_model(runner, tone_run, tone_prepared,
 
 
 def test_thresholds_best_f1_per_class_and_the_table_round_trips(tmp_path):
+    from serenesense_cli.detect.thresholds import read_threshold_table
     from serenesense_cli.errors import BadInputError
-    from serenesense_cli.evaluate.thresholds import class_curves, read_thresholds, thresholds_csv
+    from serenesense_cli.evaluate.thresholds import class_curves, thresholds_csv
 
     y_true = np.array([0, 0, 0, 1, 1, 1])
     probs = np.array(
@@ -392,10 +393,11 @@ def test_thresholds_best_f1_per_class_and_the_table_round_trips(tmp_path):
     path = tmp_path / "thresholds.csv"
     path.write_text(thresholds_csv(curves), encoding="utf-8")
     assert path.read_text().splitlines()[0] == "class,threshold,precision,recall,f1,support"
-    assert read_thresholds(path) == {"a": pytest.approx(0.3), "b": pytest.approx(0.55)}
+    # the table reads back with the reader `detect --thresholds` uses
+    assert read_threshold_table(path) == {"a": pytest.approx(0.3), "b": pytest.approx(0.55)}
     path.write_text("class,threshold\na,high\n", encoding="utf-8")
     with pytest.raises(BadInputError, match="line 2: threshold 'high' is not a number"):
-        read_thresholds(path)
+        read_threshold_table(path)
     path.write_text("name,value\n", encoding="utf-8")
-    with pytest.raises(BadInputError, match="not a thresholds table"):
-        read_thresholds(path)
+    with pytest.raises(BadInputError, match="no column 'class'"):
+        read_threshold_table(path)

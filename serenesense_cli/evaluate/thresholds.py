@@ -6,7 +6,8 @@ lower one than a loud, frequent one. Each class's threshold is the score cut
 that maximises that class's F1 on a split the model was not trained on (the
 validation split), read off scikit-learn's precision-recall curve, and written
 as ``thresholds.csv`` (``class,threshold,precision,recall,f1,support``), the
-table ``detect --thresholds FILE`` reads.
+table ``detect --thresholds FILE`` reads (with
+:func:`serenesense_cli.detect.thresholds.read_threshold_table`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-from serenesense_cli.errors import BadInputError
 
 THRESHOLDS_FILE = "thresholds.csv"
 THRESHOLD_COLUMNS = ("class", "threshold", "precision", "recall", "f1", "support")
@@ -105,27 +103,3 @@ def thresholds_csv(curves: Sequence[ClassCurve]) -> str:
             ]
         )
     return buffer.getvalue()
-
-
-def read_thresholds(path: str | Path) -> dict[str, float]:
-    """``class -> threshold`` from a ``thresholds.csv`` (extra columns are ignored)."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"class", "threshold"} <= set(reader.fieldnames):
-                raise BadInputError(f"{path}: not a thresholds table (needs class,threshold)")
-            table: dict[str, float] = {}
-            for line, row in enumerate(reader, start=2):
-                try:
-                    value = float(row["threshold"])
-                except (TypeError, ValueError):
-                    raise BadInputError(
-                        f"{path}: line {line}: threshold {row['threshold']!r} is not a number"
-                    ) from None
-                if not 0.0 <= value <= 1.0:
-                    raise BadInputError(f"{path}: line {line}: threshold {value} is not in 0..1")
-                table[str(row["class"])] = value
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise BadInputError(f"{path}: unreadable thresholds table ({error})") from error
-    return table
