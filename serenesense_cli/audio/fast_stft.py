@@ -94,9 +94,6 @@ class WindowedPowerSpectrum(nn.Module):
 
     # -- set-up ------------------------------------------------------------------------
 
-    def _buffer(self, name: str, value: torch.Tensor) -> None:
-        _register(self, name, value)
-
     def _direct(self, w: torch.Tensor, chosen: list[int]) -> None:
         """One product with the windowed DFT basis (hop and ``n_fft`` share no factor)."""
         self.n1 = self.n2 = 0
@@ -104,9 +101,9 @@ class WindowedPowerSpectrum(nn.Module):
         n = torch.arange(self.n_fft, dtype=torch.float64).unsqueeze(0)
         angle = 2.0 * math.pi * k * n / self.n_fft
         basis = torch.cat([torch.cos(angle) * w, -torch.sin(angle) * w])  # (2 bins, n_fft)
-        self._buffer("basis", basis.T)
+        _register(self, "basis", basis.T)
         starts = torch.tensor(chosen) * self.hop_length
-        self._buffer("sample_index", (starts[:, None] + torch.arange(self.n_fft)).flatten())
+        _register(self, "sample_index", (starts[:, None] + torch.arange(self.n_fft)).flatten())
 
     def _factored(self, w: torch.Tensor, chosen: list[int], n1: int, n2: int) -> None:
         """Sample ``n = n2_count * i1 + i2`` of a frame, bin ``k = k1 + n1 * k2``:
@@ -117,19 +114,19 @@ class WindowedPowerSpectrum(nn.Module):
         self.k2 = (self.n_fft // 2) // n1 + 1
         step = self.hop_length // n2
         chunks = torch.tensor(chosen)[:, None] * step + torch.arange(n1)
-        self._buffer("chunk_index", chunks.flatten())
-        self._buffer("window", w.reshape(n1, n2))
+        _register(self, "chunk_index", chunks.flatten())
+        _register(self, "window", w.reshape(n1, n2))
         k1 = torch.arange(n1, dtype=torch.float64)
         first = 2.0 * math.pi * k1[:, None] * k1[None, :] / n1  # (k1, i1)
-        self._buffer("first", torch.cat([torch.cos(first), -torch.sin(first)]))  # (2 n1, n1)
+        _register(self, "first", torch.cat([torch.cos(first), -torch.sin(first)]))  # (2 n1, n1)
         i2 = torch.arange(n2, dtype=torch.float64)
         twiddle = -2.0 * math.pi * k1[:, None] * i2[None, :] / self.n_fft  # (k1, i2)
-        self._buffer("twiddle_re", torch.cos(twiddle))
-        self._buffer("twiddle_im", torch.sin(twiddle))
+        _register(self, "twiddle_re", torch.cos(twiddle))
+        _register(self, "twiddle_im", torch.sin(twiddle))
         k2 = torch.arange(self.k2, dtype=torch.float64)
         second = -2.0 * math.pi * i2[:, None] * k2[None, :] / n2  # (i2, k2)
         re, im = torch.cos(second), torch.sin(second)
-        self._buffer("second", torch.cat([torch.cat([re, im], 1), torch.cat([-im, re], 1)]))
+        _register(self, "second", torch.cat([torch.cat([re, im], 1), torch.cat([-im, re], 1)]))
 
     # -- forward -----------------------------------------------------------------------
 
@@ -195,14 +192,11 @@ class WindowedMelPower(nn.Module):
                 window, hop_length=hop_length, length=length, center=center, frames=frames
             )
             self.frames = self.direct.frames
-            self.register_buffer("filterbank", filterbank.float(), persistent=False)
+            _register(self, "filterbank", filterbank)
             return
         chosen = _chosen_frames(n_fft, self.hop_length, length, self.center, frames)
         self.frames = len(chosen)
         self._factored(window.to(torch.float64), filterbank.to(torch.float64), chosen, *split)
-
-    def _buffer(self, name: str, value: torch.Tensor) -> None:
-        _register(self, name, value)
 
     def _factored(
         self, w: torch.Tensor, fb: torch.Tensor, chosen: list[int], n1: int, n2: int
@@ -214,26 +208,26 @@ class WindowedMelPower(nn.Module):
         # Chunk of frame f at position i1, ordered (i1, f): the first product then
         # runs over i1 for every frame and clip at once.
         chunks = torch.arange(n1)[:, None] + torch.tensor(chosen)[None, :] * step
-        self._buffer("chunk_index", chunks.flatten())
-        self._buffer("window", w.reshape(n1, 1, n2))
+        _register(self, "chunk_index", chunks.flatten())
+        _register(self, "window", w.reshape(n1, 1, n2))
         k1 = torch.arange(n1, dtype=torch.float64)
         first = 2.0 * math.pi * k1[:, None] * k1[None, :] / n1  # (k1, i1)
-        self._buffer("first_re", torch.cos(first))
-        self._buffer("first_im", -torch.sin(first))
+        _register(self, "first_re", torch.cos(first))
+        _register(self, "first_im", -torch.sin(first))
         i2 = torch.arange(n2, dtype=torch.float64)
         k2 = torch.arange(k2_count, dtype=torch.float64)
         # exp(-2 pi i (k1 i2 / n_fft + i2 k2 / n2)): twiddle and second DFT in one.
         theta = 2.0 * math.pi * (k1[:, None, None] * i2[None, :, None] / self.n_fft)
         theta = theta + 2.0 * math.pi * i2[None, :, None] * k2[None, None, :] / n2
         e_re, e_im = torch.cos(theta), -torch.sin(theta)  # (k1, i2, k2)
-        self._buffer("second_re", torch.cat([e_re, e_im], 2))  # real part of A times E
-        self._buffer("second_im", torch.cat([-e_im, e_re], 2))  # imaginary part of A times E
+        _register(self, "second_re", torch.cat([e_re, e_im], 2))  # real part of A times E
+        _register(self, "second_im", torch.cat([-e_im, e_re], 2))  # imaginary part of A times E
         bins = self.n_fft // 2 + 1
         k = k1[:, None] + n1 * k2[None, :]  # (k1, k2): the bin of each output
         valid = (k < bins).to(torch.float64)
         gathered = fb[k.clamp(max=bins - 1).long()] * valid[..., None]  # (k1, k2, n_mels)
         stacked = torch.cat([gathered, gathered], 1)  # rows for re^2, then im^2
-        self._buffer("mel_rows", stacked.reshape(n1 * 2 * k2_count, fb.shape[1]))
+        _register(self, "mel_rows", stacked.reshape(n1 * 2 * k2_count, fb.shape[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.direct is not None:

@@ -149,7 +149,7 @@ class _MelFrontend(_ConfigMixin, nn.Module):
             norm=None,
         )
 
-        self.power_spectrum: nn.Module | None = None
+        self.export_mel_power: nn.Module | None = None
         """Set by :meth:`use_export_form`: the mel power as matrix products."""
 
     def use_export_form(self, frames: list[int] | None = None) -> None:
@@ -165,7 +165,7 @@ class _MelFrontend(_ConfigMixin, nn.Module):
         from serenesense_cli.audio.fast_stft import WindowedMelPower
 
         spectrogram = self.melspec.spectrogram
-        self.power_spectrum = WindowedMelPower(
+        self.export_mel_power = WindowedMelPower(
             spectrogram.window,
             self.melspec.mel_scale.fb,
             hop_length=int(spectrogram.hop_length),
@@ -176,9 +176,9 @@ class _MelFrontend(_ConfigMixin, nn.Module):
 
     def _mel_power(self, x: torch.Tensor) -> torch.Tensor:
         """Power mel spectrogram ``(B, n_mels, frames)`` of fitted clips ``(B, T)``."""
-        if self.power_spectrum is None:
+        if self.export_mel_power is None:
             return self.melspec(x)
-        return self.power_spectrum(x)
+        return self.export_mel_power(x)
 
     def _log_melspec(self, waveform: torch.Tensor) -> torch.Tensor:
         """``log(mel + log_floor)`` of the fitted clip: ``(B, n_mels, frames)``."""

@@ -47,9 +47,8 @@ class ErrorMappingGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from serenesense_cli.cli._help import tidy_command, tidy_group
+        from serenesense_cli.cli._help import tidy_group
 
-        tidy_command(self)  # the root's own options (--version, completion)
         tidy_group(self)  # plain value labels in every command's --help
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -57,7 +56,7 @@ class ErrorMappingGroup(TyperGroup):
         line plus a hint, like every other error, instead of a framed panel."""
         from serenesense_cli.cli._help import tidy_command
 
-        tidy_command(self)  # the completion options Typer adds after __init__
+        tidy_command(self)  # the root's own options, with the completion ones Typer adds late
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except typer.Abort:

@@ -36,6 +36,8 @@ def tidy_command(command: Any) -> None:
             # The argument's name (MODEL, PATHS) says what it is; no type column.
             param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
             param._usage_display_name = _usage_shape(param)  # type: ignore[attr-defined]
+    if getattr(command, "_plain_help_option", False):
+        return  # tidied before: the help option is wrapped once
     make_help_option = command.get_help_option
 
     def help_option(ctx: Any) -> Any:
@@ -45,6 +47,7 @@ def tidy_command(command: Any) -> None:
         return option
 
     command.get_help_option = help_option  # type: ignore[method-assign]
+    command._plain_help_option = True
 
 
 def _usage_shape(param: Any) -> Any:

@@ -244,6 +244,7 @@ def progress_bars(*, transient: bool = False) -> Iterator[Any]:
         disable=not console.is_terminal,
     )
     tasks: dict[str, Any] = {}
+    labels: dict[str, str] = {}
 
     def on_progress(update: ProgressUpdate) -> None:
         info = update.info
@@ -258,8 +259,9 @@ def progress_bars(*, transient: bool = False) -> Iterator[Any]:
             tasks[update.stage] = progress.add_task(
                 label, total=update.total, note=note, eta_s=info.get("eta_s")
             )
-        elif progress.tasks[_index(progress, task)].description != label:
+        elif labels[update.stage] != label:
             progress.reset(task, total=update.total, description=label)  # the next epoch
+        labels[update.stage] = label
         fields = {"eta_s": info["eta_s"]} if "eta_s" in info else {}
         progress.update(
             tasks[update.stage], completed=update.done, total=update.total, note=note, **fields
@@ -271,7 +273,3 @@ def progress_bars(*, transient: bool = False) -> Iterator[Any]:
             yield on_progress
         finally:
             _LIVE_CONSOLES.remove(console)
-
-
-def _index(progress: Progress, task_id: Any) -> int:
-    return next(i for i, task in enumerate(progress.tasks) if task.id == task_id)

@@ -143,6 +143,7 @@ class Detector:
             int(self.backend.clip_samples), hop, pad_start=self.config.pad_start
         )
         self._decider = Decider(self.rules, self.hop_seconds, source=self.source)
+        self._batch_size = batch_size_for(self.config.batch_size, self.window_seconds)
         self._finished = False
 
     @property
@@ -178,7 +179,7 @@ class Detector:
         if not windows:
             return []
         started = time.perf_counter()
-        size = batch_size_for(self.config.batch_size, self.backend.clip_samples / self.sample_rate)
+        size = self._batch_size
         probs = np.concatenate(
             [
                 np.asarray(
