@@ -13,7 +13,9 @@ values) this exports, in one process:
   ``serenesense quantize --mode auto`` makes it;
 
 and times each in onnxruntime (batch 1, ``--threads``, idle threads
-sleeping) next to torch eager. Prints one Markdown table per model and the
+sleeping; the export-form front end and the whole models also with
+onnxruntime's default spinning threads, as ``serenesense detect`` and
+``bench`` run them) next to torch eager. Prints one Markdown table per model and the
 ratios the performance issue asks for.
 
     python benchmarks/frontend_speed.py --models melcnn cnn --threads 2 --runs 200
@@ -39,13 +41,13 @@ sys.path.insert(0, str(ROOT))
 CLASSES = ["communication", "shooting", "footsteps", "shelling", "vehicle", "helicopter", "fighter"]
 
 
-def _session(path: Path, threads: int) -> Any:
+def _session(path: Path, threads: int, spin: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     from serenesense_cli.inference.backends import DISABLED_OPTIMIZERS  # as the product runs it
 
     return ort.InferenceSession(
@@ -125,11 +127,12 @@ def bench_model(name: str, size: str | None, work: Path, threads: int, runs: int
         features = model.frontend(wave)
         info["frontend_max_abs_diff"] = float((conv_fe(wave) - features).abs().max())
     feeds = {"x": wave.numpy()}
-    for label, module in (
-        ("front end, onnxruntime STFT", stft_fe),
-        ("front end, matmul DFT (export form)", conv_fe),
+    export_form = _export(conv_fe, wave, folder / "frontend_export_form.onnx")
+    for label, path in (
+        ("front end, onnxruntime STFT", _export(stft_fe, wave, folder / "frontend_stft.onnx")),
+        ("front end, matmul DFT (export form)", export_form),
     ):
-        session = _session(_export(module, wave, folder / f"{label.split()[-1]}.onnx"), threads)
+        session = _session(path, threads)
         rows[label] = _time(lambda s=session: s.run(None, feeds), runs)
     with torch.inference_mode():
         rows["front end, torch eager"] = _time(lambda: model.frontend(wave), runs)
@@ -154,6 +157,16 @@ def bench_model(name: str, size: str | None, work: Path, threads: int, runs: int
         ("end to end, ONNX INT8", quantized.path),
     ):
         session = _session(path, threads)
+        input_name = session.get_inputs()[0].name
+        rows[label] = _time(lambda s=session, n=input_name: s.run(None, {n: wave.numpy()}), runs)
+    # The same graphs with onnxruntime's default idle threads (spinning), as
+    # serenesense detect and bench run them unless --no-spin is given.
+    for label, path in (
+        ("front end, export form, spinning threads", export_form),
+        ("end to end, ONNX FP32, spinning threads", exported.path),
+        ("end to end, ONNX INT8, spinning threads", quantized.path),
+    ):
+        session = _session(path, threads, spin=True)
         input_name = session.get_inputs()[0].name
         rows[label] = _time(lambda s=session, n=input_name: s.run(None, {n: wave.numpy()}), runs)
     with torch.inference_mode():
@@ -208,6 +221,8 @@ def _table(info: dict) -> str:
     int8, fp32 = rows["end to end, ONNX INT8"], rows["end to end, ONNX FP32"]
     fast_front = rows["front end, matmul DFT (export form)"]
     torch_e2e = rows["end to end, torch eager FP32"]
+    int8_spin = rows["end to end, ONNX INT8, spinning threads"]
+    fp32_spin = rows["end to end, ONNX FP32, spinning threads"]
     lines += [
         "",
         f"- STFT op / matmul DFT front end: "
@@ -216,6 +231,7 @@ def _table(info: dict) -> str:
         f"- INT8 / FP32 end to end: {int8 / fp32:.2f}",
         f"- torch eager / INT8 end to end: {torch_e2e / int8:.1f}x",
         f"- INT8 end to end / INT8 body alone: {int8 / rows['body, ONNX INT8']:.2f}x",
+        f"- with spinning idle threads: INT8 / FP32 end to end {int8_spin / fp32_spin:.2f}",
     ]
     return "\n".join(lines)
 
@@ -232,7 +248,8 @@ def main() -> None:
 
     print(
         f"host: {cpu_model()} ({usable_cpus()} usable CPUs); onnxruntime and torch "
-        f"{args.threads} threads, onnxruntime idle threads sleeping"
+        f"{args.threads} threads, onnxruntime idle threads sleeping (rows without "
+        "'spinning threads') or spinning (its default)"
     )
     for name in args.models:
         info = bench_model(

@@ -148,11 +148,11 @@ def test_static_int8_keeps_front_end_float_and_runs(melcnn_onnx, tone_prepared):
 def test_static_int8_keeps_the_first_and_last_layer_float(melcnn_onnx, tone_prepared, tmp_path):
     onnx = pytest.importorskip("onnx")
     from serenesense_cli.export import graph
-    from serenesense_cli.export.quantize import STATIC_OPS, quantize_onnx
+    from serenesense_cli.export.quantize import LAYER_OPS, quantize_onnx
 
     _, onnx_path = melcnn_onnx
     fp32 = onnx.load(str(onnx_path))
-    edges = graph.edge_layers(fp32, STATIC_OPS, graph.frontend_nodes(fp32))
+    edges = graph.edge_layers(fp32, LAYER_OPS, graph.frontend_nodes(fp32))
     assert len(edges) == 2
     out = quantize_onnx(onnx_path, tmp_path / "m.int8.onnx", calib=tone_prepared).path
     model = onnx.load(str(out))

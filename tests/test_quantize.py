@@ -128,6 +128,37 @@ def test_static_cnn_through_the_cli_with_accuracy(runner, fp32, tone_prepared, t
     assert "tone" in summary["calibration"] or "prepared set" in summary["calibration"]
 
 
+def test_static_cnn_runs_its_inner_pools_and_relus_in_int8(fp32, tone_prepared, tmp_path):
+    """Between integer convolutions nothing may fall back to float: a float
+    Relu or pool there makes onnxruntime wrap each int8 conv in layout
+    transposes (docs/performance.md)."""
+    from serenesense_cli.export.quantize import quantize_onnx
+
+    out = quantize_onnx(fp32["cnn"], tmp_path / "cnn.int8.onnx", calib=tone_prepared).path
+    model = onnx.load(str(out))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 3
+    inner = pools[1:]  # the first follows the float first layer
+    for pool in inner:
+        assert producer[pool.input[0]].op_type == "DequantizeLinear", pool.name
+        assert [c.op_type for c in consumers[pool.output[0]]] == ["QuantizeLinear"], pool.name
+    # the inner convolutions' Relus were folded into their output ranges
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    relus_after_inner_convs = [
+        c
+        for conv in convs[1:]
+        for q in consumers.get(conv.output[0], [])
+        for c in consumers.get(q.output[0], [])
+        if c.op_type == "Relu"
+    ]
+    assert not relus_after_inner_convs
+
+
 def test_dynamic_mode_never_quantizes_conv(fp32, tmp_path):
     from serenesense_cli.export import graph
     from serenesense_cli.export.quantize import quantize_onnx

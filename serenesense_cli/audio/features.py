@@ -47,16 +47,16 @@ __all__ = [
 def fit_to_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
     """Crop ``(B, T)`` to its first ``length`` samples or right-pad it with zeros.
 
-    Written as "append ``length`` zeros, keep the first ``length``" so there is
-    no branch on ``T``: the same graph serves any input length after export.
+    One constant ``Pad`` by ``length - T`` (a negative pad crops): no branch on
+    ``T``, and an exported graph spends one op on it where "append ``length``
+    zeros, keep the first ``length``" spent three and a buffer of zeros.
     """
     if waveform.dim() != 2:
         raise ValueError(
             f"expected a waveform batch of shape (batch, samples), got {tuple(waveform.shape)}"
         )
     waveform = waveform.to(torch.float32)
-    padded = torch.cat([waveform, waveform.new_zeros(waveform.shape[0], length)], dim=1)
-    return padded[:, :length]
+    return F.pad(waveform, (0, length - waveform.shape[1]))
 
 
 def width3_delta(x: torch.Tensor) -> torch.Tensor:
