@@ -417,6 +417,39 @@ def test_export_form_equals_torchaudio(make) -> None:
     assert set(frontend.state_dict()) == keys  # the basis is not saved with the weights
 
 
+@pytest.mark.parametrize(
+    ("n_fft", "hop", "length", "center", "pairs"),
+    [
+        (1024, 512, 48000, False, 16),  # the CNN: 32 x 32, even n1
+        (400, 160, 16000, True, 10),  # AudioMAE's frames: 20 x 20
+        (375, 75, 8000, False, 13),  # odd n1 (25 x 15): k1 = 0 has no partner
+        (1024, 500, 48000, False, 128),  # 256 x 4
+    ],
+)
+def test_mel_power_products_equal_torchaudio(n_fft, hop, length, center, pairs) -> None:
+    """The factored mel power (first stage on half the bins: the input is real,
+    so the other half are complex conjugates) equals torchaudio's, even and odd
+    first-stage sizes alike, to float32 rounding of the peak power."""
+    from serenesense_cli.audio.fast_stft import WindowedMelPower
+
+    reference = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16_000, n_fft=n_fft, hop_length=hop, n_mels=64, power=2.0,
+        center=center, pad_mode="reflect", mel_scale="htk", norm=None,
+    )  # fmt: skip
+    spectrogram = reference.spectrogram
+    products = WindowedMelPower(
+        spectrogram.window, reference.mel_scale.fb, hop_length=hop, length=length, center=center
+    )
+    assert products.pairs == pairs
+    generator = torch.Generator().manual_seed(0)
+    t = torch.arange(length) / 16_000
+    x = torch.stack([0.3 * torch.randn(length, generator=generator), torch.sin(1000.0 * t)])
+    with torch.no_grad():
+        expected, got = reference(x), products(x)
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) < 2e-6 * float(expected.max())
+
+
 def test_mfcc_dataset_zscore_keeps_the_envelope_and_ignores_the_gain() -> None:
     """``zscore="dataset"``: training-set statistics per coefficient, no per-clip
     z-scoring, so two clips with different spectra stay apart while a gain
