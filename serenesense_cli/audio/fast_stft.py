@@ -127,8 +127,8 @@ class WindowedMelPower(nn.Module):
     real and imaginary squares), so the power spectrum is never reordered:
     about 35 % less time for the whole front end (docs/performance.md). The
     first stage runs on half its bins (the other half are their complex
-    conjugates, folded into the second-stage matrices): the CNN's INT8 model
-    0.99 -> 0.94 ms per window with sleeping threads.
+    conjugates, folded into the second-stage matrices): the CNN's INT8 window
+    ~0.77 -> ~0.71 ms in ``serenesense bench`` (docs/performance.md).
     Clips run inside the frame axis (``frames x B`` rows), so every product
     is one large batched ``MatMul``. Without a factorisation (the hop shares
     no factor with ``n_fft``) it is the direct product followed by the

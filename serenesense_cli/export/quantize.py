@@ -55,9 +55,10 @@ float between a ``DequantizeLinear`` and a ``QuantizeLinear``, so onnxruntime
 framed every integer convolution with layout transposes and NCHWc reorders.
 With them, a ``Relu`` is folded into its convolution's output range and the
 pools run on int8 in the convolutions' NHWC layout, so a conv stack becomes
-one integer chain with one transpose at each end (the CNN's INT8 graph went
-from 1.15 to 1.06 ms, docs/performance.md). Max pooling shares its input's
-scale (exact: a max commutes with the monotonic dequantisation).
+one integer chain with one transpose at each end (the trained CNN's INT8
+window: 0.90 -> 0.79 ms in ``serenesense bench``, docs/performance.md). Max
+pooling shares its input's scale (exact: a max commutes with the monotonic
+dequantisation).
 """
 AGREEMENT_CLIPS = 64
 
