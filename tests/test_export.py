@@ -75,6 +75,11 @@ def test_export_is_checked_and_carries_metadata(exported, name):
     assert json.loads(props["classes"]) == CLASSES
     assert props["model_name"] == name
     assert graph.frontend_nodes(model), "front-end nodes must be findable for quantization"
+    # The input length is fixed, so no ops fit it to the window (the only Pad
+    # left is the reflect padding of centred frames), and no STFT op.
+    assert not {"ConstantOfShape", "STFT"} & set(graph.op_counts(model))
+    for pad in (n for n in model.graph.node if n.op_type == "Pad"):
+        assert any(a.name == "mode" and a.s == b"reflect" for a in pad.attribute), pad.name
     if name == "crnn":
         assert "LSTM" in graph.op_counts(model)
 

@@ -47,16 +47,20 @@ __all__ = [
 def fit_to_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
     """Crop ``(B, T)`` to its first ``length`` samples or right-pad it with zeros.
 
-    One constant ``Pad`` by ``length - T`` (a negative pad crops): no branch on
-    ``T``, and an exported graph spends one op on it where "append ``length``
-    zeros, keep the first ``length``" spent three and a buffer of zeros.
+    A length known when the graph is built (eager, or an export with a fixed
+    input length, as ``serenesense export`` writes) that is already right
+    costs nothing; otherwise one constant ``Pad`` by ``length - T`` (a negative
+    pad crops), so a graph with a dynamic length has no branch on ``T``.
     """
     if waveform.dim() != 2:
         raise ValueError(
             f"expected a waveform batch of shape (batch, samples), got {tuple(waveform.shape)}"
         )
     waveform = waveform.to(torch.float32)
-    return F.pad(waveform, (0, length - waveform.shape[1]))
+    samples = waveform.shape[1]
+    if isinstance(samples, int) and samples == length:  # not a symbolic (dynamic) length
+        return waveform
+    return F.pad(waveform, (0, length - samples))
 
 
 def width3_delta(x: torch.Tensor) -> torch.Tensor:
