@@ -15,8 +15,11 @@ values) this exports, in one process:
 and times each in onnxruntime (batch 1, ``--threads``, idle threads
 sleeping; the export-form front end and the whole models also with
 onnxruntime's default spinning threads, as ``serenesense detect`` and
-``bench`` run them) next to torch eager. Prints one Markdown table per model and the
-ratios the performance issue asks for.
+``bench`` run them) next to torch eager. Prints one Markdown table per
+model and the ratios the performance issue asks for. Every form runs in
+this one process after torch, which costs onnxruntime time against a
+fresh process (CNN INT8: 1.17 ms here, 0.98-1.00 ms in ``serenesense bench
+--no-spin``): ``serenesense bench`` gives the figures a user sees.
 
     python benchmarks/frontend_speed.py --models melcnn cnn --threads 2 --runs 200
 

@@ -219,11 +219,10 @@ class WindowedMelPower(nn.Module):
                 by_im = torch.cat([by_im, torch.cat([h_im, -h_re], 1)], 1)
             second_re.append(by_re)
             second_im.append(by_im)
-        _register(self, "first_re", torch.stack(first_re))  # (pairs, i1)
+        # first: (pairs, i1); second: (pairs, i2, [low, high] x [Re, Im] x k2)
+        _register(self, "first_re", torch.stack(first_re))
         _register(self, "first_im", torch.stack(first_im))
-        _register(
-            self, "second_re", torch.stack(second_re)
-        )  # (pairs, i2, [low, high] x [Re, Im] x k2)
+        _register(self, "second_re", torch.stack(second_re))
         _register(self, "second_im", torch.stack(second_im))
         # Mel weights in the same order: pair, partner, Re/Im, k2 (zero where no bin).
         bins = self.n_fft // 2 + 1
