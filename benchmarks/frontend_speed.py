@@ -155,21 +155,17 @@ def bench_model(name: str, size: str | None, work: Path, threads: int, runs: int
     quantized = quantize_onnx(exported.path, folder / "model.int8.onnx")
     info["int8_mode"] = quantized.mode
     info["export_max_abs_diff"] = exported.max_abs_diff
-    for label, path in (
-        ("end to end, ONNX FP32", exported.path),
-        ("end to end, ONNX INT8", quantized.path),
+    # The whole models, and the front end again, also with onnxruntime's
+    # default idle threads (spinning), as serenesense detect and bench run them
+    # unless --no-spin is given.
+    for label, path, spin in (
+        ("end to end, ONNX FP32", exported.path, False),
+        ("end to end, ONNX INT8", quantized.path, False),
+        ("front end, export form, spinning threads", export_form, True),
+        ("end to end, ONNX FP32, spinning threads", exported.path, True),
+        ("end to end, ONNX INT8, spinning threads", quantized.path, True),
     ):
-        session = _session(path, threads)
-        input_name = session.get_inputs()[0].name
-        rows[label] = _time(lambda s=session, n=input_name: s.run(None, {n: wave.numpy()}), runs)
-    # The same graphs with onnxruntime's default idle threads (spinning), as
-    # serenesense detect and bench run them unless --no-spin is given.
-    for label, path in (
-        ("front end, export form, spinning threads", export_form),
-        ("end to end, ONNX FP32, spinning threads", exported.path),
-        ("end to end, ONNX INT8, spinning threads", quantized.path),
-    ):
-        session = _session(path, threads, spin=True)
+        session = _session(path, threads, spin=spin)
         input_name = session.get_inputs()[0].name
         rows[label] = _time(lambda s=session, n=input_name: s.run(None, {n: wave.numpy()}), runs)
     with torch.inference_mode():

@@ -63,6 +63,14 @@ def _conjugate_pairs(n1: int) -> list[tuple[int, int | None]]:
     return pairs + [(k1, n1 - k1) for k1 in range(1, (n1 + 1) // 2)]
 
 
+def _centred(x: torch.Tensor, n_fft: int, center: bool) -> torch.Tensor:
+    """``x`` reflect-padded by ``n_fft // 2`` on each side, as ``torch.stft(center=True)``."""
+    if not center:
+        return x
+    half = n_fft // 2
+    return F.pad(x.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
+
+
 def _register(module: nn.Module, name: str, value: torch.Tensor) -> None:
     """A non-persistent buffer (float32 or int64): the bases are not saved with the weights."""
     dtype = torch.float32 if value.is_floating_point() else torch.long
@@ -105,9 +113,7 @@ class DirectPowerSpectrum(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        if self.center:
-            half = self.n_fft // 2
-            x = F.pad(x.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
+        x = _centred(x, self.n_fft, self.center)
         framed = x.index_select(1, self.sample_index).reshape(batch, self.frames, self.n_fft)
         parts = torch.matmul(framed, self.basis)  # (B, F, 2 bins)
         re, im = parts[..., : self.bins], parts[..., self.bins :]
@@ -239,9 +245,7 @@ class WindowedMelPower(nn.Module):
         if self.direct is not None:
             return torch.matmul(self.direct(x), self.filterbank).transpose(1, 2)
         batch = x.shape[0]
-        if self.center:
-            half = self.n_fft // 2
-            x = F.pad(x.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
+        x = _centred(x, self.n_fft, self.center)
         usable = (x.shape[1] // self.n2) * self.n2
         chunks = x[:, :usable].reshape(batch, usable // self.n2, self.n2).transpose(0, 1)
         rows = self.frames * batch  # frame-major: row f * B + b
